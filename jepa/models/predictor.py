@@ -1,0 +1,189 @@
+"""The JEPA predictor: context tokens plus mask tokens at the target positions -> predicted target features."""
+
+import math
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from jepa.masks import apply_masks, repeat_interleave_batch
+from jepa.models.layers import Block, NormLayer, init_weights, rescale_residual_branches
+from jepa.models.pos_embed import sincos_table
+from jepa.models.rope import Rope3D
+from jepa.models.vision_transformer import Masks, to_hw, token_grid
+
+
+class VisionTransformerPredictor(nn.Module):
+    """Narrow ViT that predicts target-token features from context tokens (I-JEPA, V-JEPA, V-JEPA 2).
+
+    The token grid is given as the official V-JEPA code does (``img_size``, ``patch_size``, ``num_frames``,
+    ``tubelet_size``) or as I-JEPA does (``num_patches`` of a square 2D grid). There is one learned mask token per
+    mask configuration (``num_mask_tokens``); I-JEPA checkpoints' single ``mask_token`` loads as ``mask_tokens.0``.
+
+    With RoPE the released V-JEPA 2 predictor decodes token positions on a square grid of the construction height,
+    whatever the width (it never receives the input grid). ``square_rope_grid=True`` (the default) keeps that so
+    released weights and outputs match; set it to ``False`` to train on non-square grids with correct positions.
+    """
+
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = 224,
+        patch_size: int = 16,
+        num_frames: int = 1,
+        tubelet_size: int = 2,
+        embed_dim: int = 768,
+        predictor_embed_dim: int = 384,
+        depth: int = 6,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        norm_layer: NormLayer = nn.LayerNorm,
+        init_std: float = 0.02,
+        uniform_power: bool = False,
+        use_mask_tokens: bool = True,
+        num_mask_tokens: int = 1,
+        zero_init_mask_tokens: bool = True,
+        use_silu: bool = False,
+        wide_silu: bool = True,
+        use_sdpa: bool = True,
+        use_activation_checkpointing: bool = False,
+        use_rope: bool = False,
+        square_rope_grid: bool = True,
+        num_patches: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not use_mask_tokens:
+            raise ValueError(
+                "use_mask_tokens=False selects V-JEPA's unused diffusion variant of the predictor, which this toolkit "
+                "does not implement; every released model uses mask tokens"
+            )
+        if num_mask_tokens < 1:
+            raise ValueError(f"num_mask_tokens must be >= 1, got {num_mask_tokens}")
+        if num_patches is not None:
+            side = math.isqrt(num_patches)
+            if side * side != num_patches:
+                raise ValueError(f"num_patches={num_patches} is not a square grid; pass img_size and patch_size")
+            img_size, num_frames = side * patch_size, 1
+        self.img_height, self.img_width = to_hw(img_size)
+        self.patch_size = patch_size
+        self.num_frames = num_frames
+        self.tubelet_size = tubelet_size
+        self.is_video = num_frames > 1
+        self.embed_dim = embed_dim
+        self.predictor_embed_dim = predictor_embed_dim
+        self.num_heads = num_heads
+        self.use_rope = use_rope
+        self.square_rope_grid = square_rope_grid
+        self.use_activation_checkpointing = use_activation_checkpointing
+        self.grid = token_grid((self.img_height, self.img_width), patch_size, num_frames, tubelet_size)
+        self.num_patches = self.grid[0] * self.grid[1] * self.grid[2]
+
+        self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim)
+        self.num_mask_tokens = num_mask_tokens
+        self.mask_tokens = nn.ParameterList(
+            nn.Parameter(torch.zeros(1, 1, predictor_embed_dim)) for _ in range(num_mask_tokens)
+        )
+        if use_rope:
+            self.predictor_pos_embed = None
+        else:
+            table = sincos_table(predictor_embed_dim, self.grid, self.is_video, uniform_power)
+            self.predictor_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.predictor_blocks = nn.ModuleList(
+            Block(
+                predictor_embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                qk_scale=qk_scale,
+                drop=drop_rate,
+                attn_drop=attn_drop_rate,
+                drop_path=dpr[i],
+                norm_layer=norm_layer,
+                use_sdpa=use_sdpa,
+                use_silu=use_silu,
+                wide_silu=wide_silu,
+            )
+            for i in range(depth)
+        )
+        self.predictor_norm = norm_layer(predictor_embed_dim)
+        self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim)
+
+        self.init_std = init_std
+        if not zero_init_mask_tokens:
+            for token in self.mask_tokens:
+                nn.init.trunc_normal_(token, std=init_std, a=-2.0, b=2.0)
+        self.apply(partial(init_weights, std=init_std))
+        rescale_residual_branches(self.predictor_blocks)
+        self.register_load_state_dict_pre_hook(_ijepa_mask_token)
+
+    def forward(
+        self,
+        ctxt: Tensor,
+        masks_ctxt: Masks,
+        masks_tgt: Masks,
+        mask_index: int = 0,
+    ) -> Tensor:
+        """Predict the target tokens.
+
+        Args:
+            ctxt: encoder outputs for the context, ``[M_c * B, K_c, embed_dim]`` (one chunk of ``B`` per context
+                mask, as the encoder returns them for a list of masks).
+            masks_ctxt: ``M_c`` LongTensors ``[B, K_c]``: grid indices of the context tokens.
+            masks_tgt: ``M_t`` LongTensors ``[B, K_t]``: grid indices of the tokens to predict.
+            mask_index: which mask token to use (taken modulo ``num_mask_tokens``); V-JEPA uses one per mask config.
+
+        Returns:
+            ``[M_t * M_c * B, K_t, embed_dim]``: for target mask 0 every context chunk, then target mask 1, ...
+            (I-JEPA's order for several targets per context; ``[B, K_t, D]`` for one pair).
+        """
+        masks_ctxt = [masks_ctxt] if isinstance(masks_ctxt, Tensor) else list(masks_ctxt)
+        masks_tgt = [masks_tgt] if isinstance(masks_tgt, Tensor) else list(masks_tgt)
+        n_ctxt, n_tgt = len(masks_ctxt), len(masks_tgt)
+        B = ctxt.shape[0] // n_ctxt
+
+        x = self.predictor_embed(ctxt)
+        n_ctxt_tokens = x.shape[1]
+        if self.predictor_pos_embed is not None:
+            x = x + apply_masks(self.predictor_pos_embed.expand(B, -1, -1), masks_ctxt)
+
+        token = self.mask_tokens[mask_index % self.num_mask_tokens]
+        tgt_ids = repeat_interleave_batch(torch.cat(masks_tgt, dim=0), B, repeat=n_ctxt)
+        pred = token.expand(tgt_ids.shape[0], tgt_ids.shape[1], -1)
+        if self.predictor_pos_embed is not None:
+            pos = apply_masks(self.predictor_pos_embed.expand(B, -1, -1), masks_tgt)
+            pred = pred + repeat_interleave_batch(pos, B, repeat=n_ctxt)
+
+        x = torch.cat([x.repeat(n_tgt, 1, 1), pred], dim=1)
+        rope = None
+        if self.use_rope:
+            ids = torch.cat([torch.cat(masks_ctxt, dim=0).repeat(n_tgt, 1), tgt_ids], dim=1)
+            grid_hw = (self.grid[1], self.grid[1]) if self.square_rope_grid else self.grid[1:]
+            rope = Rope3D.from_ids(ids, grid_hw, self.predictor_embed_dim // self.num_heads)
+
+        for blk in self.predictor_blocks:
+            if self.use_activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(blk, x, rope, use_reentrant=False)
+            else:
+                x = blk(x, rope)
+        x = self.predictor_norm(x)
+        return self.predictor_proj(x[:, n_ctxt_tokens:])
+
+
+def _ijepa_mask_token(module, state_dict, prefix, *args) -> None:
+    # I-JEPA saved its one mask token as `mask_token`; here it is the first entry of `mask_tokens`.
+    key = prefix + "mask_token"
+    if key in state_dict:
+        state_dict[prefix + "mask_tokens.0"] = state_dict.pop(key)
+
+
+def vit_predictor(**kwargs) -> VisionTransformerPredictor:
+    """The official predictor factory: MLP ratio 4, qkv bias, LayerNorm eps 1e-6; ``kwargs`` set the rest."""
+    defaults = dict(mlp_ratio=4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+    return VisionTransformerPredictor(**{**defaults, **kwargs})

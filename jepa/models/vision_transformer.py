@@ -1,0 +1,238 @@
+"""One Vision Transformer for images (2D patches) and video (3D tubelets), with the official parameter names."""
+
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from jepa.masks import apply_masks
+from jepa.models.layers import Block, NormLayer, PatchEmbed, init_weights, rescale_residual_branches
+from jepa.models.pos_embed import Grid, interpolate_pos_embed, sincos_table
+from jepa.models.rope import Rope3D
+
+Masks = Tensor | Sequence[Tensor]
+
+
+def to_hw(img_size: int | Sequence[int]) -> tuple[int, int]:
+    """``224``, ``[224]`` (I-JEPA's form) or ``(h, w)`` -> ``(h, w)``."""
+    if isinstance(img_size, int):
+        return img_size, img_size
+    size = tuple(int(s) for s in img_size)
+    if len(size) == 1:
+        return size[0], size[0]
+    if len(size) == 2:
+        return size
+    raise ValueError(f"img_size must be an int or (height, width), got {img_size!r}")
+
+
+def token_grid(img_size: tuple[int, int], patch_size: int, num_frames: int, tubelet_size: int) -> Grid:
+    """Token grid ``(T, H, W)`` of a model; ``T == 1`` for images (``num_frames == 1``)."""
+    t = num_frames // tubelet_size if num_frames > 1 else 1
+    return t, img_size[0] // patch_size, img_size[1] // patch_size
+
+
+class VisionTransformer(nn.Module):
+    """ViT encoder over 2D patches (``num_frames == 1``) or 3D tubelets (``num_frames > 1``).
+
+    Positions come from a fixed sine-cosine table (2D, or 3D with optional ``uniform_power``), resampled when an
+    input's token grid differs from the one built for, or from V-JEPA 2's 3D RoPE (``use_rope=True``, no table).
+
+    The keyword names are the official ones; ``state_dict()`` keys equal the official checkpoints' keys.
+    """
+
+    def __init__(
+        self,
+        img_size: int | Sequence[int] = 224,
+        patch_size: int = 16,
+        num_frames: int = 1,
+        tubelet_size: int = 2,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        norm_layer: NormLayer = nn.LayerNorm,
+        init_std: float = 0.02,
+        out_layers: Sequence[int] | None = None,
+        uniform_power: bool = False,
+        use_silu: bool = False,
+        wide_silu: bool = True,
+        use_sdpa: bool = True,
+        use_activation_checkpointing: bool = False,
+        use_rope: bool = False,
+        handle_nonsquare_inputs: bool = True,
+    ) -> None:
+        super().__init__()
+        self.img_height, self.img_width = to_hw(img_size)
+        self.patch_size = patch_size
+        self.num_frames = num_frames
+        self.tubelet_size = tubelet_size
+        self.is_video = num_frames > 1
+        self.num_features = self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.out_layers = out_layers
+        self.uniform_power = uniform_power
+        self.use_rope = use_rope
+        self.handle_nonsquare_inputs = handle_nonsquare_inputs
+        self.use_activation_checkpointing = use_activation_checkpointing
+        self.grid = token_grid((self.img_height, self.img_width), patch_size, num_frames, tubelet_size)
+        self.num_patches = self.grid[0] * self.grid[1] * self.grid[2]
+
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, tubelet_size if self.is_video else None)
+        if use_rope:
+            self.pos_embed = None
+        else:
+            table = sincos_table(embed_dim, self.grid, self.is_video, uniform_power)
+            self.pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                qk_scale=qk_scale,
+                drop=drop_rate,
+                attn_drop=attn_drop_rate,
+                drop_path=dpr[i],
+                norm_layer=norm_layer,
+                use_sdpa=use_sdpa,
+                use_silu=use_silu,
+                wide_silu=wide_silu,
+            )
+            for i in range(depth)
+        )
+        self.norm = norm_layer(embed_dim)
+
+        self.init_std = init_std
+        self.apply(partial(init_weights, std=init_std))
+        rescale_residual_branches(self.blocks)
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    def input_grid(self, x: Tensor) -> Grid:
+        """Token grid ``(T, H, W)`` of an input ``[B, C, H, W]`` or ``[B, C, T, H, W]``."""
+        p = self.patch_size
+        if x.dim() == 4:
+            return 1, x.shape[-2] // p, x.shape[-1] // p
+        return x.shape[2] // self.tubelet_size, x.shape[-2] // p, x.shape[-1] // p
+
+    def prepare_tokens(self, x: Tensor) -> tuple[Tensor, Grid]:
+        """Pixels -> position-encoded tokens ``[B, N, D]`` and their grid ``(T, H, W)``.
+
+        A video model also takes images ``[B, C, H, W]``: they become static clips of ``tubelet_size`` frames.
+        """
+        if self.is_video and x.dim() == 4:
+            x = x.unsqueeze(2).expand(-1, -1, self.tubelet_size, -1, -1)
+        elif not self.is_video and x.dim() == 5 and x.shape[2] == 1:
+            x = x.squeeze(2)
+        expected = 5 if self.is_video else 4
+        if x.dim() != expected:
+            kind = "video [B, C, T, H, W]" if self.is_video else "image [B, C, H, W]"
+            raise ValueError(f"this encoder takes {kind} inputs, got shape {tuple(x.shape)}")
+        grid = self.input_grid(x)
+        tokens = self.patch_embed(x)
+        if self.pos_embed is not None:
+            tokens = tokens + interpolate_pos_embed(self.pos_embed, self.grid, grid, self.is_video)
+        return tokens, grid
+
+    def rope(self, ids: Tensor, grid: Grid) -> Rope3D:
+        """Rotary angles for tokens ``ids`` of an input whose token grid is ``grid``."""
+        # Without handle_nonsquare_inputs the released code decodes positions on the square grid it was built for.
+        grid_hw = grid[1:] if self.handle_nonsquare_inputs else (self.grid[1], self.grid[1])
+        return Rope3D.from_ids(ids, grid_hw, self.head_dim)
+
+    def forward(self, x: Tensor, masks: Masks | None = None) -> Tensor | list[Tensor]:
+        """Encode ``x`` (``[B, C, H, W]`` or ``[B, C, T, H, W]``).
+
+        Args:
+            masks: indices of the tokens to keep, ``[B, K]`` or a list of ``M`` such tensors; with a list the
+                kept tokens of each mask are stacked along the batch (``[M * B, K, D]``), as the official code does.
+
+        Returns:
+            Normalised tokens ``[B, N, D]`` (``[M * B, K, D]`` with masks), or, when ``out_layers`` is set, the list
+            of normalised outputs of those blocks.
+        """
+        x, grid = self.prepare_tokens(x)
+        ids = None
+        if masks is not None:
+            masks = [masks] if isinstance(masks, Tensor) else list(masks)
+            x = apply_masks(x, masks)
+            ids = torch.cat(masks, dim=0)
+        rope = None
+        if self.use_rope:
+            rope = self.rope(ids if ids is not None else torch.arange(x.shape[1], device=x.device), grid)
+        return self.run_blocks(x, rope)
+
+    def run_blocks(self, x: Tensor, rope: Rope3D | None) -> Tensor | list[Tensor]:
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            if self.use_activation_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(blk, x, rope, use_reentrant=False)
+            else:
+                x = blk(x, rope)
+            if self.out_layers is not None and i in self.out_layers:
+                outs.append(self.norm(x))
+        if self.out_layers is not None:
+            return outs
+        return self.norm(x)
+
+
+# Released sizes. Every factory also sets patch 16, qkv bias and LayerNorm eps 1e-6, as the official ones do.
+VIT_SIZES: dict[str, dict] = {
+    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
+    "vit_small": dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0),
+    "vit_base": dict(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0),
+    "vit_large": dict(embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0),
+    "vit_huge": dict(embed_dim=1280, depth=32, num_heads=16, mlp_ratio=4.0),
+    "vit_giant": dict(embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11),
+    "vit_giant_xformers": dict(embed_dim=1408, depth=40, num_heads=22, mlp_ratio=48 / 11),
+    "vit_gigantic": dict(embed_dim=1664, depth=48, num_heads=16, mlp_ratio=64 / 13),
+    "vit_gigantic_xformers": dict(embed_dim=1664, depth=48, num_heads=26, mlp_ratio=64 / 13),
+}
+VIT_EMBED_DIMS = {name: cfg["embed_dim"] for name, cfg in VIT_SIZES.items()}
+FACTORY_DEFAULTS = dict(patch_size=16, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+
+
+def build_vit(model_name: str, **kwargs) -> VisionTransformer:
+    """Build a released size by name (``"vit_large"``, ...); ``kwargs`` set everything but the size."""
+    if model_name not in VIT_SIZES:
+        raise ValueError(f"unknown model_name {model_name!r}; known: {', '.join(VIT_SIZES)}")
+    fixed = VIT_SIZES[model_name]
+    clash = sorted(set(kwargs) & set(fixed))
+    if clash:
+        raise TypeError(f"{model_name} fixes {', '.join(clash)}; build VisionTransformer directly to change them")
+    return VisionTransformer(**{**FACTORY_DEFAULTS, **fixed, **kwargs})
+
+
+def _factory(model_name: str):
+    def make(**kwargs) -> VisionTransformer:
+        return build_vit(model_name, **kwargs)
+
+    cfg = VIT_SIZES[model_name]
+    make.__name__ = make.__qualname__ = model_name
+    make.__doc__ = (
+        f"ViT of width {cfg['embed_dim']}, depth {cfg['depth']}, {cfg['num_heads']} heads, MLP ratio "
+        f"{cfg['mlp_ratio']:.4g}; other keywords go to :class:`VisionTransformer`."
+    )
+    return make
+
+
+vit_tiny = _factory("vit_tiny")
+vit_small = _factory("vit_small")
+vit_base = _factory("vit_base")
+vit_large = _factory("vit_large")
+vit_huge = _factory("vit_huge")
+vit_giant = _factory("vit_giant")
+vit_giant_xformers = _factory("vit_giant_xformers")
+vit_gigantic = _factory("vit_gigantic")
+vit_gigantic_xformers = _factory("vit_gigantic_xformers")

@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="jepa-toolkit",
+    version="0.1.0",
+    description="One codebase to pretrain, evaluate and reuse I-JEPA and V-JEPA encoders.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["jepa", "jepa.*", "app", "app.*", "evals", "evals.*"]),
+    install_requires=[
+        "torch>=2.3",
+        "torchvision>=0.18",
+        "timm>=1.0",
+        "einops>=0.7",
+        "numpy",
+        "pyyaml>=6.0",
+        "submitit>=1.5",
+        "av>=12.0",
+        # decord publishes wheels for x86-64 Linux/Windows and Intel macOS only.
+        "decord>=0.6; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff"],
+    },
+)
