@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.py
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m app.main --fname configs/pretrain/tiny_vjepa_cpu.yaml
+	$(PY) -m app.main --fname configs/pretrain/tiny_ijepa_cpu.yaml
 
 test: install
 	$(PY) -m pytest

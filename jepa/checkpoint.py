@@ -59,6 +59,7 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; a checkpoint gets the usual mode
         with os.fdopen(fd, "wb") as f:
             torch.save(dict(obj), f)
             f.flush()
@@ -68,6 +69,12 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def strip_prefixes(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -122,7 +129,9 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], source: str)
         if k in expected and tuple(v.shape) != tuple(expected[k].shape)
     ]
     if mismatched:
-        raise CheckpointError(f"{source} does not fit {type(model).__name__}: shape mismatch for " + "; ".join(mismatched))
+        raise CheckpointError(
+            f"{source} does not fit {type(model).__name__}: shape mismatch for " + "; ".join(mismatched)
+        )
     result = model.load_state_dict(state_dict, strict=False)
     problems = []
     if result.missing_keys:
@@ -254,8 +263,14 @@ def load_encoder(
         merged.setdefault("num_frames", 16)
     if model_name is None:
         model_name = _released_size(inferred["embed_dim"], inferred["depth"], inferred["use_rope"])
-        if model_name is not None and "num_heads" not in model_kwargs:
+        if (
+            model_name is not None
+            and model_kwargs.get("num_heads", VIT_SIZES[model_name]["num_heads"])
+            == (VIT_SIZES[model_name]["num_heads"])
+        ):
             logger.info("%s: weights match the released size %s", source, model_name)
+            model_kwargs = {k: v for k, v in model_kwargs.items() if k != "num_heads"}
+            merged.pop("num_heads", None)
         else:
             model_name = None
     if model_name is not None:

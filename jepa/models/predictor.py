@@ -94,7 +94,7 @@ class VisionTransformerPredictor(nn.Module):
         else:
             table = sincos_table(predictor_embed_dim, self.grid, self.is_video, uniform_power)
             self.predictor_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic-depth ramp
         self.predictor_blocks = nn.ModuleList(
             Block(
                 predictor_embed_dim,

@@ -91,7 +91,7 @@ class VisionTransformer(nn.Module):
         else:
             table = sincos_table(embed_dim, self.grid, self.is_video, uniform_power)
             self.pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic-depth ramp
         self.blocks = nn.ModuleList(
             Block(
                 embed_dim,
@@ -174,15 +174,19 @@ class VisionTransformer(nn.Module):
         return self.run_blocks(x, rope)
 
     def run_blocks(self, x: Tensor, rope: Rope3D | None) -> Tensor | list[Tensor]:
+        """Blocks and final norm over prepared tokens; with ``out_layers`` (negative indices count from the end)
+        the normalised outputs of those blocks, in block order."""
+        depth = len(self.blocks)
+        wanted = None if self.out_layers is None else {i % depth for i in self.out_layers} if depth else set()
         outs = []
         for i, blk in enumerate(self.blocks):
             if self.use_activation_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(blk, x, rope, use_reentrant=False)
             else:
                 x = blk(x, rope)
-            if self.out_layers is not None and i in self.out_layers:
+            if wanted is not None and i in wanted:
                 outs.append(self.norm(x))
-        if self.out_layers is not None:
+        if wanted is not None:
             return outs
         return self.norm(x)
 
@@ -236,3 +240,11 @@ vit_giant = _factory("vit_giant")
 vit_giant_xformers = _factory("vit_giant_xformers")
 vit_gigantic = _factory("vit_gigantic")
 vit_gigantic_xformers = _factory("vit_gigantic_xformers")
+
+
+def build_encoder(model_name: str | None, **kwargs) -> VisionTransformer:
+    """A released size by name, or, with ``model_name=None``, a custom size from ``kwargs`` (``embed_dim``,
+    ``depth``, ``num_heads`` ...) with the factories' other settings (qkv bias, LayerNorm eps 1e-6)."""
+    if model_name is not None:
+        return build_vit(model_name, **kwargs)
+    return VisionTransformer(**{**FACTORY_DEFAULTS, **kwargs})

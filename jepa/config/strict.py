@@ -1,0 +1,149 @@
+"""Strict loading of nested, typed dataclasses from YAML mappings.
+
+An unknown key is an error that names it and suggests the closest valid key; a value of the wrong type names the
+key, the value and the expected type. Fields marked ``ignored(...)`` are accepted (official files carry them) and
+produce a one-line warning when present.
+"""
+
+import dataclasses
+import difflib
+import logging
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, Union
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message names the file and the key."""
+
+
+def ignored(default: Any, reason: str) -> Any:
+    """A field accepted for compatibility but not used; its presence in a file is logged with ``reason``."""
+    return dataclasses.field(default=default, metadata={"ignored": reason})
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: got {value!r}, expected {_type_name(tp)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where}: got {value!r}, expected one of {', '.join(repr(a) for a in args)}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: got {value!r}, expected a mapping of {tp.__name__} keys")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: got {value!r}, expected a list ({_type_name(tp)})")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: got {value!r}, expected {len(args)} values ({_type_name(tp)})")
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-3" (no dot) as a string; accept it as the number it means.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, strictly. ``where`` prefixes error messages (file and key path)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(fields))}"
+            raise ConfigError(f"unknown key '{path}'{hint}")
+        reason = fields[key].metadata.get("ignored")
+        if reason:
+            logger.warning("config key '%s' is accepted but not used: %s", path, reason)
+        kwargs[key] = _convert(value, hints[key], path)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+
+
+def to_dict(cfg: Any) -> Any:
+    """A dataclass tree as plain dicts/lists (tuples become lists), ready for YAML."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML; list items by index, ``mask.0.num_blocks=4``) to a
+    nested dict, in place; returns it."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source}: '{item}' is not KEY=VALUE (e.g. optimization.lr=1e-4)")
+        *parents, last = key.strip().split(".")
+        node: Any = data
+        for part in parents:
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"{source}: '{key}': '{part}' is not an index of a {len(node)}-item list")
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"{source}: '{key}': '{part}' holds a value, not a section")
+        value = yaml.safe_load(raw)
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(f"{source}: '{key}': '{last}' is not an index of a {len(node)}-item list")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data

@@ -1,0 +1,1 @@
+"""Image-specific data pieces: mask collators (and the image datasets and transforms)."""

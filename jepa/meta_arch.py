@@ -1,0 +1,88 @@
+"""The JEPA meta-architecture: context encoder, predictor, EMA target encoder, loss and EMA update in one module.
+
+One class serves I-JEPA and V-JEPA. A batch brings ``mask_sets``: a list of ``(masks_enc, masks_pred)`` pairs,
+each a list of LongTensors ``[B, K]`` of token indices. I-JEPA has one set with one context mask and several
+target masks; V-JEPA has one set per mask config (one context and one target mask each), and set ``i`` uses the
+predictor's mask token ``i``.
+"""
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jepa.losses import collapse_stats, prediction_loss, spread_regulariser
+from jepa.masks import apply_masks, repeat_interleave_batch
+
+MaskSet = tuple[Sequence[Tensor], Sequence[Tensor]]
+
+
+@dataclass
+class JEPAOutput:
+    loss: Tensor  # what is backpropagated: prediction loss + reg_coeff * regulariser
+    loss_pred: Tensor
+    loss_reg: Tensor
+    target_pooled: Tensor  # [B, D] mean-pooled target-encoder features (detached), for collapse signals
+
+
+class JEPA(nn.Module):
+    """Encoder, predictor and an EMA copy of the encoder that produces the regression targets.
+
+    Args:
+        loss_type: ``smooth_l1`` | ``l2`` | ``l1`` (see :func:`jepa.losses.prediction_loss`).
+        loss_exp: exponent of the ``l1`` loss.
+        reg_coeff: weight of V-JEPA's spread regulariser on the predictions (0 disables it).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        predictor: nn.Module,
+        loss_type: str = "smooth_l1",
+        loss_exp: float = 1.0,
+        reg_coeff: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.predictor = predictor
+        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.loss_type = loss_type
+        self.loss_exp = loss_exp
+        self.reg_coeff = reg_coeff
+
+    @torch.no_grad()
+    def targets(self, x: Tensor) -> Tensor:
+        """Target-encoder tokens ``[B, N, D]``, layer-normed over channels (no affine), as both papers do."""
+        h = self.target_encoder(x)
+        return F.layer_norm(h, (h.shape[-1],))
+
+    def forward(self, x: Tensor, mask_sets: Sequence[MaskSet]) -> JEPAOutput:
+        B = x.shape[0]
+        with torch.no_grad():
+            h_full = self.target_encoder(x)
+            pooled = h_full.mean(dim=1).float()
+            h = F.layer_norm(h_full, (h_full.shape[-1],))
+        losses, preds = [], []
+        for index, (masks_enc, masks_pred) in enumerate(mask_sets):
+            target = repeat_interleave_batch(apply_masks(h, masks_pred), B, repeat=len(masks_enc))
+            z = self.predictor(self.encoder(x, masks_enc), masks_enc, masks_pred, mask_index=index)
+            losses.append(prediction_loss(z, target, self.loss_type, self.loss_exp))
+            preds.append(z)
+        loss_pred = sum(losses) / len(losses)
+        loss_reg = spread_regulariser(preds) if self.reg_coeff > 0 else loss_pred.new_zeros(())
+        return JEPAOutput(loss_pred + self.reg_coeff * loss_reg, loss_pred, loss_reg, pooled)
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """``target <- momentum * target + (1 - momentum) * encoder``, for every parameter, in one foreach pass."""
+        tgt = list(self.target_encoder.parameters())
+        src = [p.detach() for p in self.encoder.parameters()]
+        torch._foreach_mul_(tgt, momentum)
+        torch._foreach_add_(tgt, src, alpha=1.0 - momentum)
+
+    @staticmethod
+    def collapse_stats(out: JEPAOutput) -> dict[str, float]:
+        return collapse_stats(out.target_pooled)

@@ -1,0 +1,101 @@
+"""Shared tiny-model builders and inputs for the JEPA test suite.
+
+Everything here is sized to run on a 2-core CPU in well under a second per model: width 48 (encoder / probe) and
+24 (predictor), depth 2, 3 heads, patch 8, 32 px images, 4-frame clips with tubelet 2.
+"""
+
+import pytest
+import torch
+
+from jepa.models import AttentiveClassifier, VisionTransformer, VisionTransformerPredictor
+
+EMBED_DIM = 48
+PRED_DIM = 24
+NUM_HEADS = 3
+PATCH = 8
+IMG = 32
+FRAMES = 4
+TUBELET = 2
+DEPTH = 2
+
+# (id, num_frames): the 2D (image) and 3D (video) variants every shape test runs over.
+MODALITIES = [pytest.param(1, id="2d"), pytest.param(FRAMES, id="3d")]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(params=[1, FRAMES], ids=["2d", "3d"])
+def num_frames(request) -> int:
+    return request.param
+
+
+def grid_of(num_frames: int, img_size=(IMG, IMG)) -> tuple[int, int, int]:
+    """Token grid (T, H, W) of a tiny model for ``num_frames`` and ``img_size`` (h, w)."""
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    t = num_frames // TUBELET if num_frames > 1 else 1
+    return t, h // PATCH, w // PATCH
+
+
+def num_tokens(num_frames: int, img_size=(IMG, IMG)) -> int:
+    t, h, w = grid_of(num_frames, img_size)
+    return t * h * w
+
+
+def make_encoder(num_frames: int = 1, **kwargs) -> VisionTransformer:
+    cfg = dict(
+        img_size=IMG,
+        patch_size=PATCH,
+        num_frames=num_frames,
+        tubelet_size=TUBELET,
+        embed_dim=EMBED_DIM,
+        depth=DEPTH,
+        num_heads=NUM_HEADS,
+    )
+    cfg.update(kwargs)
+    return VisionTransformer(**cfg)
+
+
+def make_predictor(num_frames: int = 1, **kwargs) -> VisionTransformerPredictor:
+    cfg = dict(
+        img_size=IMG,
+        patch_size=PATCH,
+        num_frames=num_frames,
+        tubelet_size=TUBELET,
+        embed_dim=EMBED_DIM,
+        predictor_embed_dim=PRED_DIM,
+        depth=DEPTH,
+        num_heads=NUM_HEADS,
+    )
+    cfg.update(kwargs)
+    return VisionTransformerPredictor(**cfg)
+
+
+def make_classifier(**kwargs) -> AttentiveClassifier:
+    cfg = dict(embed_dim=EMBED_DIM, num_heads=NUM_HEADS, depth=1, num_classes=5)
+    cfg.update(kwargs)
+    return AttentiveClassifier(**cfg)
+
+
+def make_input(num_frames: int, batch: int = 2, img_size=(IMG, IMG)) -> torch.Tensor:
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    if num_frames > 1:
+        return torch.randn(batch, 3, num_frames, h, w)
+    return torch.randn(batch, 3, h, w)
+
+
+def random_mask(batch: int, n_tokens: int, keep: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``[batch, keep]`` distinct token indices per row, in random (not sorted) order."""
+    return torch.stack([torch.randperm(n_tokens, generator=generator)[:keep] for _ in range(batch)])
+
+
+def perturb_(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
+    """Add noise to every trainable parameter, so that zero/one-initialised weights (biases, norms, mask tokens)
+    matter in comparisons."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:  # leave the fixed sine-cosine tables alone
+                p.add_(scale * torch.randn_like(p))
+    return module
