@@ -46,7 +46,8 @@ def pick_devices(requested: list[str] | None) -> list[torch.device]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging()
+    # With --validate stdout carries only the resolved YAML, so it can be redirected to a file.
+    setup_logging(stream=sys.stderr if args.validate else sys.stdout)
     try:
         cfg = load_pretrain_config(args.fname, args.overrides)
     except ConfigError as e:

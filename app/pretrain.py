@@ -182,6 +182,9 @@ class Pretrainer:
             pin_memory=cfg.data.pin_mem and self.device.type == "cuda",
             drop_last=True,
             persistent_workers=False,
+            # Its own generator: creating an iterator must not consume the global RNG that drop path uses,
+            # or a run resumed mid-pass would diverge from the uninterrupted one.
+            generator=torch.Generator().manual_seed(seed),
         )
         opt = cfg.optimization
         self.ipe = opt.ipe or self.batches_per_pass

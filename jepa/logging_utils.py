@@ -6,10 +6,13 @@ import sys
 from pathlib import Path
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """Console logging for entry points (the library itself never configures logging)."""
+def setup_logging(level: int = logging.INFO, stream=None) -> None:
+    """Console logging for entry points (the library itself never configures logging); stdout by default."""
     logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stdout
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=stream or sys.stdout,
     )
 
 

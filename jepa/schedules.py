@@ -17,12 +17,16 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, start: float, 
     ``total_steps`` (held at ``final`` after)."""
     if step < warmup_steps:
         return start + (step / max(1, warmup_steps)) * (peak - start)
+    if step >= total_steps:
+        return final
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return max(final, final + (peak - final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def cosine(step: int, total_steps: int, start: float, final: float) -> float:
-    """Cosine from ``start`` to ``final`` over ``total_steps``, clamped at ``final`` after."""
+    """Cosine from ``start`` to ``final`` over ``total_steps``, held at ``final`` after."""
+    if step >= total_steps:
+        return final
     value = final + (start - final) * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
     return max(final, value) if final <= start else min(final, value)
 

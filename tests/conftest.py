@@ -99,3 +99,13 @@ def perturb_(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
             if p.requires_grad:  # leave the fixed sine-cosine tables alone
                 p.add_(scale * torch.randn_like(p))
     return module
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module with one intra-op thread: on a small shared CPU, OpenMP threads waiting for a busy core make
+    tiny models up to ~100x slower. Restores the previous setting afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

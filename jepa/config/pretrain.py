@@ -270,6 +270,20 @@ def normalize_official(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _official_override(item: str) -> str:
+    """Let overrides use I-JEPA's key names too (``meta.model_name=...``, ``meta.use_bfloat16=true``)."""
+    key, sep, value = item.partition("=")
+    name = key.strip()
+    if name.startswith("meta.") and name[5:] in _IJEPA_META_TO_MODEL:
+        return f"model.{_IJEPA_META_TO_MODEL[name[5:]]}{sep}{value}"
+    if name == "meta.use_bfloat16" and sep:
+        flag = yaml.safe_load(value)
+        if not isinstance(flag, bool):
+            raise ConfigError(f"--set {item}: meta.use_bfloat16 takes true or false")
+        return f"meta.dtype={'bfloat16' if flag else 'float32'}"
+    return item
+
+
 def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
     """Read, normalise, override (``["optimization.lr=1e-4", ...]``) and validate a pretraining YAML file."""
     path = Path(path)
@@ -281,7 +295,7 @@ def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    raw = apply_overrides(normalize_official(raw), overrides or [])
+    raw = apply_overrides(normalize_official(raw), [_official_override(o) for o in overrides or []])
     try:
         return from_dict(PretrainConfig, raw)
     except ConfigError as e:

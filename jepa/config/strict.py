@@ -33,6 +33,15 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
+def _same_shape(value: Any, tp: Any) -> bool:
+    """Whether ``value`` is the kind of thing ``tp`` holds (a mapping for a dataclass, a list for a list)."""
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, Mapping)
+    if typing.get_origin(tp) in (list, tuple):
+        return isinstance(value, (list, tuple))
+    return False
+
+
 def _convert(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -48,7 +57,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             try:
                 return _convert(value, arg, where)
             except ConfigError as e:
-                errors.append(str(e))
+                if _same_shape(value, arg):
+                    errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]  # only one member could hold such a value: its message names the bad key
         raise ConfigError(f"{where}: got {value!r}, expected {_type_name(tp)}")
     if origin is Literal:
         if value in args:
