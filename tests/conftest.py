@@ -44,33 +44,17 @@ def num_tokens(num_frames: int, img_size=(IMG, IMG)) -> int:
     return t * h * w
 
 
+def _grid_kwargs(num_frames: int) -> dict:
+    return dict(img_size=IMG, patch_size=PATCH, num_frames=num_frames, tubelet_size=TUBELET, num_heads=NUM_HEADS)
+
+
 def make_encoder(num_frames: int = 1, **kwargs) -> VisionTransformer:
-    cfg = dict(
-        img_size=IMG,
-        patch_size=PATCH,
-        num_frames=num_frames,
-        tubelet_size=TUBELET,
-        embed_dim=EMBED_DIM,
-        depth=DEPTH,
-        num_heads=NUM_HEADS,
-    )
-    cfg.update(kwargs)
-    return VisionTransformer(**cfg)
+    return VisionTransformer(**{**_grid_kwargs(num_frames), "embed_dim": EMBED_DIM, "depth": DEPTH, **kwargs})
 
 
 def make_predictor(num_frames: int = 1, **kwargs) -> VisionTransformerPredictor:
-    cfg = dict(
-        img_size=IMG,
-        patch_size=PATCH,
-        num_frames=num_frames,
-        tubelet_size=TUBELET,
-        embed_dim=EMBED_DIM,
-        predictor_embed_dim=PRED_DIM,
-        depth=DEPTH,
-        num_heads=NUM_HEADS,
-    )
-    cfg.update(kwargs)
-    return VisionTransformerPredictor(**cfg)
+    cfg = {**_grid_kwargs(num_frames), "embed_dim": EMBED_DIM, "predictor_embed_dim": PRED_DIM, "depth": DEPTH}
+    return VisionTransformerPredictor(**{**cfg, **kwargs})
 
 
 def make_classifier(**kwargs) -> AttentiveClassifier:
