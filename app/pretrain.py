@@ -161,7 +161,10 @@ class Pretrainer:
         np.random.seed(seed % 2**32)
 
         encoder, predictor = build_models(cfg)
-        self.model = JEPA(encoder, predictor, loss_type_for(cfg), cfg.loss.loss_exp, cfg.loss.reg_coeff).to(self.device)
+        loss = cfg.loss
+        self.model = JEPA(
+            encoder, predictor, loss_type_for(cfg), loss.loss_exp, loss.reg_coeff, loss.center_targets
+        ).to(self.device)
         self.optimizer = make_adamw([self.model.encoder, self.model.predictor], betas=cfg.optimization.betas)
         self.dtype = DTYPES[cfg.meta.dtype]
         self.autocast = self.dtype != torch.float32
@@ -323,8 +326,9 @@ class Pretrainer:
         """Train to the end of the configured epochs (or to ``max_steps`` global steps); returns a summary."""
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"params-{self.tag}.yaml").write_text(dump_config(self.cfg))
-        csv = CSVLogger(self.folder / f"{self.tag}_r0.csv", CSV_COLUMNS)
         self.maybe_resume()
+        csv = CSVLogger(self.folder / f"{self.tag}_r0.csv", CSV_COLUMNS, append=self.step > 0)
+        csv.drop_rows_after("step", self.step)
         end = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
         self.model.train()
         log_freq = self.cfg.meta.log_freq

@@ -642,3 +642,20 @@ def test_cli_trains_a_few_steps(tmp_path):
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("done: 2 steps"), last
     assert (tmp_path / "run" / "jepa-latest.pth.tar").is_file()
+
+
+def test_centered_targets_subtract_the_batch_mean_per_position():
+    model = tiny_jepa(loss_type="l2", center_targets=True)
+    B, n = 4, num_tokens(1)
+    x = make_input(1, batch=B)
+    masks_enc, masks_pred = [random_mask(B, n, 10)], [random_mask(B, n, 3) for _ in range(2)]
+    out = model(x, [(masks_enc, masks_pred)])
+    with torch.no_grad():
+        h = torch.nn.functional.layer_norm(model.target_encoder(x), (model.encoder.embed_dim,))
+        h = h - h.mean(dim=0, keepdim=True)
+        z = model.predictor(model.encoder(x, masks_enc), masks_enc, masks_pred)
+        expected = torch.nn.functional.mse_loss(z, gather_targets(h, masks_enc, masks_pred))
+    torch.testing.assert_close(out.loss, expected, atol=1e-6, rtol=1e-5)
+    plain = tiny_jepa(loss_type="l2")
+    plain.load_state_dict(model.state_dict())
+    assert not torch.allclose(plain(x, [(masks_enc, masks_pred)]).loss, out.loss)

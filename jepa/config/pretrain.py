@@ -156,6 +156,7 @@ class LossConfig:
     loss_type: Literal["auto", "smooth_l1", "l1", "l2"] = "auto"
     loss_exp: float = 1.0
     reg_coeff: float = 0.0  # V-JEPA's hinge on the predictions' spread across tokens
+    center_targets: bool = False  # subtract the batch mean at each grid position from the targets
 
 
 @dataclass(kw_only=True)

@@ -1,0 +1,1 @@
+"""Video: V-JEPA masks, decoding, clip sampling, video data sets and transforms."""

@@ -1,0 +1,353 @@
+"""Video data sets: clips sampled from the videos that annotation CSVs list, and a sampler that mixes CSVs by weight.
+
+An annotation CSV is the official V-JEPA format: one ``"<video path> <integer label>"`` per line, separated by
+white space. A sample is ``(clips, label, index)`` (see :class:`VideoDataset`); a video that cannot be read
+(missing, empty, corrupt, truncated, or too short when short videos are filtered) is logged with its path, counted
+and replaced by the next one (see :class:`jepa.data.RobustDataset`).
+
+Clip geometry: a clip of ``frames_per_clip`` frames taken every ``frame_step`` frames starting at ``start`` reads
+frames ``start + k * frame_step`` for ``k < frames_per_clip`` and is said to span ``frames_per_clip * frame_step``
+frames (the official ``clip_len``); a clip fits in a video of ``n`` frames when ``start + span <= n``.
+"""
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from jepa.data import RobustDataset
+from jepa.sampling import mix_seed
+from jepa.video.decoding import Size, VideoDecoder, make_decoder
+
+ClipTransform = Callable[[torch.Tensor], Any]
+
+
+class TooShort(ValueError):
+    """A video holds fewer frames than one clip spans (raised when short videos are filtered, or it has none)."""
+
+
+def frame_step_for(
+    video_fps: float, *, frames_per_clip: int, fps: float | None = None, duration: float | None = None
+) -> int:
+    """The frame step that samples a video of ``video_fps`` at a target rate or over a target duration.
+
+    Exactly one of:
+        fps: take frames at this rate: ``step = round(video_fps / fps)``.
+        duration: a clip of ``frames_per_clip`` frames covers this many seconds:
+            ``step = round(duration * video_fps / frames_per_clip)``.
+
+    Rounds half up and never returns less than 1 (a target rate above the video's repeats no frame: it reads
+    every frame).
+    """
+    if (fps is None) == (duration is None):
+        raise ValueError(f"give exactly one of fps and duration, got fps={fps}, duration={duration}")
+    if not (math.isfinite(video_fps) and video_fps > 0):
+        raise ValueError(f"video_fps must be a positive number, got {video_fps}")
+    if frames_per_clip < 1:
+        raise ValueError(f"frames_per_clip must be >= 1, got {frames_per_clip}")
+    if fps is not None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        step = video_fps / fps
+    else:
+        if not duration > 0:
+            raise ValueError(f"duration must be positive, got {duration}")
+        step = duration * video_fps / frames_per_clip
+    return max(1, math.floor(step + 0.5))
+
+
+def clip_indices(
+    num_video_frames: int,
+    frames_per_clip: int,
+    frame_step: int,
+    num_clips: int,
+    random_clip_sampling: bool,
+    allow_clip_overlap: bool,
+    rng: np.random.Generator | None = None,
+    *,
+    filter_short_videos: bool = False,
+) -> list[np.ndarray]:
+    """Frame indices of ``num_clips`` clips of a video of ``num_video_frames`` frames.
+
+    Each clip reads ``start + k * frame_step`` for ``k < frames_per_clip``; its start is chosen so that the clip
+    fits (``start + frames_per_clip * frame_step <= num_video_frames``):
+
+    * Without ``allow_clip_overlap`` the video is cut into ``num_clips`` equal segments (boundaries
+      ``i * n // num_clips``) and clip ``i`` belongs to segment ``i``: it lies inside the segment when the segment
+      is at least one span long, and otherwise covers it (clips of short segments then overlap their neighbours
+      as little as they can). ``random_clip_sampling`` draws the start uniformly among those positions (training);
+      without it the clip is centred on the segment (evaluation; start rounded down).
+    * With ``allow_clip_overlap`` the starts are drawn uniformly over the whole video, independently, and sorted;
+      without ``random_clip_sampling`` they are evenly spaced from the first to the last possible start (one clip:
+      centred).
+
+    A video shorter than one span raises :class:`TooShort` when ``filter_short_videos``; otherwise every clip
+    starts at frame 0 and indices past the end repeat the last frame (``min(k * frame_step, n - 1)``), the
+    official padding. A video of no frames always raises :class:`TooShort`.
+
+    Args:
+        rng: draws the random starts; required with ``random_clip_sampling``, unused otherwise.
+
+    Returns:
+        ``num_clips`` int64 arrays ``[frames_per_clip]``, in increasing order of start.
+    """
+    for name, value in (("frames_per_clip", frames_per_clip), ("frame_step", frame_step), ("num_clips", num_clips)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if num_video_frames < 0:
+        raise ValueError(f"num_video_frames must be >= 0, got {num_video_frames}")
+    n = num_video_frames
+    span = frames_per_clip * frame_step
+    offsets = np.arange(frames_per_clip, dtype=np.int64) * frame_step
+    if n < span:
+        if filter_short_videos or n == 0:
+            raise TooShort(f"video of {n} frames is shorter than one clip ({frames_per_clip} x {frame_step} frames)")
+        return [np.minimum(offsets, n - 1) for _ in range(num_clips)]
+    if random_clip_sampling and rng is None:
+        raise ValueError("random_clip_sampling needs a random generator (rng)")
+    last_start = n - span
+    if allow_clip_overlap:
+        if random_clip_sampling:
+            starts = np.sort(rng.integers(0, last_start + 1, size=num_clips))
+        elif num_clips == 1:
+            starts = np.array([last_start // 2])
+        else:
+            starts = np.floor(np.linspace(0, last_start, num_clips) + 0.5)
+    else:
+        starts = []
+        for i in range(num_clips):
+            segment_start, segment_end = i * n // num_clips, (i + 1) * n // num_clips
+            # Starts whose clip lies inside the segment, or covers it when the segment is shorter than a clip.
+            lo, hi = sorted((segment_start, segment_end - span))
+            lo, hi = min(max(lo, 0), last_start), min(max(hi, 0), last_start)
+            starts.append(rng.integers(lo, hi + 1) if random_clip_sampling else (lo + hi) // 2)
+    return [int(start) + offsets for start in starts]
+
+
+def read_annotation_csv(csv_path: str | Path) -> list[tuple[Path, int]]:
+    """``(video path, label)`` per line of an official annotation CSV.
+
+    Each non-blank line is ``<path> <integer label>``; the label is the last white-space separated field, so paths
+    may contain spaces. A relative path is resolved against the CSV file's folder (the official code resolved it
+    against the working directory, so a CSV only worked from one place); ``~`` is expanded.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"annotation file {csv_path} does not exist")
+    samples = []
+    with open(csv_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            fields = text.rsplit(maxsplit=1)
+            try:
+                if len(fields) != 2:
+                    raise ValueError
+                label = int(fields[1])
+            except ValueError:
+                raise ValueError(
+                    f"{csv_path}:{lineno}: expected '<video path> <integer label>', got {text!r}"
+                ) from None
+            path = Path(fields[0]).expanduser()
+            samples.append((path if path.is_absolute() else csv_path.parent / path, label))
+    if not samples:
+        raise ValueError(f"annotation file {csv_path} lists no videos")
+    return samples
+
+
+class VideoDataset(RobustDataset):
+    """Clips of the videos listed in one or more annotation CSVs (Kinetics, SSv2, ...).
+
+    ``dataset[i]`` is ``(clips, label, j)``: ``j`` is the index actually loaded (see
+    :class:`jepa.data.RobustDataset`), ``label`` its int label, and ``clips`` the transformed clip when
+    ``num_clips == 1``, else a list of ``num_clips`` transformed clips in temporal order. Without ``transform`` a
+    clip is a uint8 tensor ``[T, H, W, 3]`` (``T = frames_per_clip``); ``transform`` receives that tensor.
+
+    Random clip positions come from a numpy generator seeded from ``seed`` and one draw of torch's global
+    generator, so :class:`jepa.sampling.SeededDataset` makes them a function of the sample's seed.
+
+    Args:
+        data_paths: annotation CSVs (see :func:`read_annotation_csv`).
+        datasets_weights: relative weight of each CSV in :attr:`sample_weights`; None weighs every video equally.
+        frames_per_clip: frames per clip.
+        frame_step: frames between consecutive frames of a clip (the config's ``sampling_rate``).
+        fps, duration: instead of ``frame_step``, a per-video step from the video's frame rate (at most one; see
+            :func:`frame_step_for`).
+        num_clips, random_clip_sampling, allow_clip_overlap, filter_short_videos: see :func:`clip_indices`.
+        transform: applied to each clip.
+        decoder: ``"auto"``, ``"decord"``, ``"pyav"`` or a :class:`VideoDecoder`.
+        resize_on_decode: ``(height, width)`` that frames are resized to while decoding (cheaper than decoding
+            full-size frames and resizing afterwards); None keeps the stored size.
+        max_retries: see :class:`jepa.data.RobustDataset`.
+        seed: mixed into the seed of the random clip positions.
+
+    Attributes:
+        paths: video path per index.
+        targets: int64 ``[len]``, label per index.
+        dataset_ids: int64 ``[len]``, which CSV of ``data_paths`` each index comes from.
+        sample_weights: float64 ``[len]``, summing to 1; the videos of CSV ``d`` share its normalised weight
+            equally (``weight_d / sum(weights) / num_videos_d``). Draw with :class:`WeightedEpochSampler`.
+    """
+
+    def __init__(
+        self,
+        data_paths: Sequence[str | Path] | str | Path,
+        datasets_weights: Sequence[float] | None = None,
+        frames_per_clip: int = 16,
+        frame_step: int = 4,
+        fps: float | None = None,
+        duration: float | None = None,
+        num_clips: int = 1,
+        random_clip_sampling: bool = True,
+        allow_clip_overlap: bool = False,
+        filter_short_videos: bool = False,
+        transform: ClipTransform | None = None,
+        decoder: str | VideoDecoder = "auto",
+        resize_on_decode: Size | None = None,
+        max_retries: int = 10,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(max_retries=max_retries)
+        if isinstance(data_paths, str | Path):
+            data_paths = [data_paths]
+        if not data_paths:
+            raise ValueError("data_paths lists no annotation files")
+        if fps is not None and duration is not None:
+            raise ValueError(f"give at most one of fps and duration, got fps={fps}, duration={duration}")
+        for name, value in (("frames_per_clip", frames_per_clip), ("frame_step", frame_step), ("num_clips", num_clips)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.data_paths = [Path(p) for p in data_paths]
+        self.frames_per_clip = frames_per_clip
+        self.frame_step = frame_step
+        self.fps = fps
+        self.duration = duration
+        self.num_clips = num_clips
+        self.random_clip_sampling = random_clip_sampling
+        self.allow_clip_overlap = allow_clip_overlap
+        self.filter_short_videos = filter_short_videos
+        self.transform = transform
+        self.decoder = make_decoder(decoder) if isinstance(decoder, str) else decoder
+        self.resize_on_decode = resize_on_decode
+        self.seed = seed
+
+        per_csv = [read_annotation_csv(p) for p in self.data_paths]
+        self.paths: list[Path] = [path for samples in per_csv for path, _ in samples]
+        self.targets = np.array([label for samples in per_csv for _, label in samples], dtype=np.int64)
+        self.dataset_ids = np.repeat(np.arange(len(per_csv)), [len(s) for s in per_csv])
+        self.sample_weights = _sample_weights([len(s) for s in per_csv], datasets_weights, self.data_paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def sample_path(self, index: int) -> str:
+        return str(self.paths[index])
+
+    def load(self, index: int) -> tuple[Any, int]:
+        path = self.paths[index]
+        num_frames = self.decoder.num_frames(path)
+        step = self.frame_step
+        if self.fps is not None or self.duration is not None:
+            step = frame_step_for(
+                self.decoder.fps(path), frames_per_clip=self.frames_per_clip, fps=self.fps, duration=self.duration
+            )
+        rng = None
+        if self.random_clip_sampling:
+            rng = np.random.default_rng(mix_seed(self.seed, int(torch.randint(2**62, ()))))
+        try:
+            clips = clip_indices(
+                num_frames,
+                self.frames_per_clip,
+                step,
+                self.num_clips,
+                self.random_clip_sampling,
+                self.allow_clip_overlap,
+                rng,
+                filter_short_videos=self.filter_short_videos,
+            )
+        except TooShort as e:
+            raise TooShort(f"{path}: {e}") from None
+        # One read for all clips: the decoder visits the file once, in order.
+        frames = torch.from_numpy(self.decoder.read(path, np.concatenate(clips), self.resize_on_decode))
+        out = list(frames.split(self.frames_per_clip))
+        if self.transform is not None:
+            out = [self.transform(clip) for clip in out]
+        return (out[0] if self.num_clips == 1 else out), int(self.targets[index])
+
+
+def _sample_weights(sizes: list[int], weights: Sequence[float] | None, names: list[Path]) -> np.ndarray:
+    if weights is None:
+        weights = sizes  # every video counts the same
+    elif len(weights) != len(sizes):
+        raise ValueError(f"{len(weights)} datasets_weights for {len(sizes)} annotation files ({names})")
+    w = np.asarray(weights, dtype=np.float64)
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"datasets_weights must be finite, >= 0 and not all 0, got {list(weights)}")
+    per_sample = w / w.sum() / np.asarray(sizes, dtype=np.float64)
+    return np.repeat(per_sample, sizes)
+
+
+class WeightedEpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, sample_seed)``: ``length`` indices drawn with replacement in proportion to ``weights``.
+
+    The draws of an epoch come from a generator seeded by ``mix_seed(seed, epoch)``, and the ``p``-th draw of the
+    epoch gets the sample seed ``mix_seed(seed, epoch, p)`` (not the index's, which repeats: two draws of the same
+    video get different clips and augmentations). Ranks take every ``world_size``-th draw (each gets
+    ``length // world_size``); :meth:`set_epoch` selects the epoch and how many of this rank's draws were already
+    consumed, like :class:`jepa.sampling.EpochSampler`, whose interface this follows.
+
+    Args:
+        weights: ``[N]`` non-negative sampling weights (for example :attr:`VideoDataset.sample_weights`), not
+            necessarily normalised.
+        seed: the run's seed.
+        length: draws per epoch, over all ranks; the number of weights when None.
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[float] | np.ndarray | torch.Tensor,
+        seed: int,
+        length: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        if w.dim() != 1 or len(w) == 0:
+            raise ValueError(f"weights must be a non-empty 1D sequence, got shape {tuple(w.shape)}")
+        if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError("weights must be finite, >= 0 and not all 0")
+        length = len(w) if length is None else length
+        if length < world_size:
+            raise ValueError(f"{length} draws per epoch cannot be split over {world_size} ranks")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.cdf = torch.cumsum(w, 0)
+        self.last_positive = int(torch.nonzero(w > 0)[-1])
+        self.length = length
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch = epoch
+        self.start = start
+
+    def __len__(self) -> int:
+        return self.length // self.world_size - self.start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        share = self.length // self.world_size
+        u = torch.rand(share * self.world_size, generator=g, dtype=torch.float64) * self.cdf[-1]
+        # Inverse-CDF sampling (torch.multinomial stops at 2**24 categories); right=True skips zero weights.
+        drawn = torch.searchsorted(self.cdf, u, right=True).clamp_(max=self.last_positive)
+        positions = range(self.rank, share * self.world_size, self.world_size)[self.start :]
+        for p in positions:
+            yield int(drawn[p]), mix_seed(self.seed, self.epoch, p)

@@ -1,0 +1,423 @@
+"""Video decoding with decord or PyAV: the frames a clip needs, by index, as uint8 RGB arrays.
+
+Both back-ends number frames the same way: frame ``i`` is the frame with the ``i``-th smallest presentation
+timestamp (pts) among the video stream's packets, which is how decord builds its frame index. Both return the same
+pixels: decord converts to RGB (and resizes) with its bundled FFmpeg 4.1's libswscale through a libavfilter
+``scale`` filter (bilinear); :class:`PyAVDecoder` converts full-size frames with ``VideoFrame.to_ndarray("rgb24")``
+and resizes through the same ``scale`` filter with ``flags=bilinear``, which gives bit-identical frames on H.264 and
+MPEG-4 clips (tested). ``VideoFrame.reformat(width, height)`` would not: it calls swscale directly and differs from
+decord by up to 5 levels after a resize.
+
+Every failure to read a file (missing, empty, corrupt, truncated, no video stream) raises one of
+:data:`jepa.data.READ_ERRORS` with the path in the message, so that a data set can skip the file and count it.
+"""
+
+import abc
+import collections
+import importlib.util
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DECODERS = ("auto", "decord", "pyav")
+
+Size = tuple[int, int]
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file exists but cannot be decoded (corrupt, truncated, unsupported)."""
+
+
+class VideoDecoder(abc.ABC):
+    """Reads frames of a video file by index.
+
+    Frames are numbered from 0 in presentation order (see the module docstring). Implementations keep at most a
+    few small per-file caches (an index of timestamps, an open reader) and drop them when pickled, so a decoder can
+    be handed to DataLoader workers.
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    def num_frames(self, path: str | Path) -> int:
+        """Number of frames in the first video stream of ``path``."""
+
+    @abc.abstractmethod
+    def fps(self, path: str | Path) -> float:
+        """Average frame rate of the first video stream of ``path``, frames per second."""
+
+    @abc.abstractmethod
+    def read(self, path: str | Path, indices: Sequence[int], size: Size | None = None) -> np.ndarray:
+        """Frames ``indices`` of ``path`` as uint8 RGB ``[T, H, W, 3]``, ``T = len(indices)``.
+
+        Args:
+            path: the video file.
+            indices: frame indices in ``[0, num_frames)``, in any order, repeats allowed; frame ``t`` of the result
+                is frame ``indices[t]`` of the video.
+            size: ``(height, width)`` to resize every frame to while decoding (bilinear); None keeps the
+                stored size.
+
+        Raises:
+            ValueError: an index is out of range (the message names the path, the index and the length).
+            FileNotFoundError, EOFError, VideoDecodeError: the file is missing, empty, corrupt or truncated.
+        """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        # Open readers cannot be pickled, and a copy in a worker should not share the parent's file positions.
+        state["_cache"] = collections.OrderedDict()
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threads={getattr(self, 'threads', None)})"
+
+
+def make_decoder(name: str = "auto", threads: int = 1) -> VideoDecoder:
+    """The decoder a config names: ``"decord"``, ``"pyav"``, or ``"auto"`` (decord when it can be imported, else
+    PyAV). ``threads`` is each decoder's thread count (1 suits DataLoader workers, which decode in parallel)."""
+    if name not in DECODERS:
+        raise ValueError(f"unknown video decoder {name!r}; valid names: {', '.join(DECODERS)}")
+    if name == "auto":
+        name = "decord" if importlib.util.find_spec("decord") is not None else "pyav"
+    return DecordDecoder(threads) if name == "decord" else PyAVDecoder(threads)
+
+
+def _check_file(path: str | Path) -> str:
+    """``path`` as a string, after failing clearly when it is missing or empty (the libraries' messages are
+    vaguer: decord says only "Error reading")."""
+    path = os.fspath(path)
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"video file {path} does not exist") from None
+    if not os.path.isfile(path):
+        raise IsADirectoryError(f"video path {path} is not a regular file")
+    if stat.st_size == 0:
+        raise EOFError(f"video file {path} is empty (0 bytes)")
+    return path
+
+
+def _file_key(path: str) -> tuple[str, int, int]:
+    # A file rewritten in place (same name, new content) must not be served from a stale cache.
+    stat = os.stat(path)
+    return path, stat.st_size, stat.st_mtime_ns
+
+
+def _check_indices(path: str, indices: Sequence[int], length: int) -> list[int]:
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ValueError(f"{path}: no frame indices to read")
+    for i in indices:
+        if not 0 <= i < length:
+            raise ValueError(f"{path}: frame index {i} out of range for a video of {length} frames")
+    return indices
+
+
+def _check_size(size: Size | None) -> Size | None:
+    if size is None:
+        return None
+    h, w = (int(s) for s in size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be a positive (height, width), got {size}")
+    return h, w
+
+
+class _LRU:
+    """A few entries per decoder; the whole cache lives in the decoder's ``_cache`` so pickling can drop it."""
+
+    @staticmethod
+    def get(cache: collections.OrderedDict, key: Any) -> Any:
+        value = cache.get(key)
+        if value is not None:
+            cache.move_to_end(key)
+        return value
+
+    @staticmethod
+    def put(cache: collections.OrderedDict, key: Any, value: Any, max_entries: int) -> Any:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > max_entries:
+            cache.popitem(last=False)
+        return value
+
+
+class DecordDecoder(VideoDecoder):
+    """decord's ``VideoReader`` on the CPU, resizing inside FFmpeg when ``size`` is given.
+
+    The reader of the last file read is kept open (decord indexes every packet of the file when it opens it), so
+    ``num_frames``, ``fps`` and ``read`` of one file open it once. A reader's size is fixed when it is opened, so
+    ``num_frames``/``fps`` open an unknown file at the size of the previous ``read``: a data set reads all its files
+    at one size.
+    """
+
+    name = "decord"
+
+    def __init__(self, threads: int = 1) -> None:
+        _import_decord()
+        self.threads = threads
+        self._last_size: Size | None = None
+        self._cache: collections.OrderedDict = collections.OrderedDict()
+
+    def _reader(self, path: str | Path, size: Size | None, any_size: bool = False):
+        path = _check_file(path)
+        key = _file_key(path)
+        if any_size:
+            for (cached_key, _), reader in self._cache.items():
+                if cached_key == key:
+                    return path, reader
+            size = self._last_size
+        reader = _LRU.get(self._cache, (key, size))
+        if reader is None:
+            decord, decord_error = _import_decord()
+            h, w = size if size is not None else (-1, -1)
+            try:
+                reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=self.threads, width=w, height=h)
+            except (RuntimeError, decord_error) as e:
+                raise VideoDecodeError(f"cannot open video {path}: {_short(e)}") from None
+            if len(reader) == 0:
+                raise VideoDecodeError(f"video {path} has no frames")
+            _LRU.put(self._cache, (key, size), reader, max_entries=1)
+        return path, reader
+
+    def num_frames(self, path: str | Path) -> int:
+        return len(self._reader(path, None, any_size=True)[1])
+
+    def fps(self, path: str | Path) -> float:
+        path, reader = self._reader(path, None, any_size=True)
+        fps = float(reader.get_avg_fps())
+        if not fps > 0:
+            raise VideoDecodeError(f"video {path} has no frame rate")
+        return fps
+
+    def read(self, path: str | Path, indices: Sequence[int], size: Size | None = None) -> np.ndarray:
+        size = _check_size(size)
+        path, reader = self._reader(path, size)
+        self._last_size = size
+        indices = _check_indices(path, indices, len(reader))
+        try:
+            return reader.get_batch(indices).asnumpy()
+        except (RuntimeError, _import_decord()[1]) as e:
+            self._cache.clear()  # the reader may be left mid-packet; reopen next time
+            raise VideoDecodeError(f"cannot decode frames of {path}: {_short(e)}") from None
+
+
+def _import_decord() -> tuple[Any, type[BaseException]]:
+    try:
+        import decord
+        from decord._ffi.base import DECORDError
+    except ImportError as e:
+        raise ImportError("the 'decord' video decoder needs decord: pip install decord") from e
+    return decord, DECORDError
+
+
+def _import_av() -> Any:
+    try:
+        import av
+    except ImportError as e:
+        raise ImportError("the 'pyav' video decoder needs PyAV: pip install av") from e
+    return av
+
+
+def _short(error: BaseException) -> str:
+    # decord's messages carry a C++ stack trace after the first line, and a "[time] file.cc:line: " prefix.
+    text = str(error).strip().splitlines()
+    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text[0]) if text else type(error).__name__
+
+
+@dataclass(frozen=True)
+class _FrameIndex:
+    """What PyAV needs to find frames in one file: every frame's pts in presentation order, and where the
+    keyframes are (as positions in that order)."""
+
+    pts: np.ndarray  # int64 [num_frames], sorted
+    keyframes: np.ndarray  # int64 [K], sorted positions into ``pts``; starts with 0 (see _index)
+    fps: float
+    position_of: dict[int, int]  # pts -> position
+
+    def keyframe_before(self, position: int) -> int:
+        """The last keyframe at or before ``position``."""
+        return int(self.keyframes[np.searchsorted(self.keyframes, position, side="right") - 1])
+
+
+class PyAVDecoder(VideoDecoder):
+    """PyAV (FFmpeg) decoding that only decodes what a read needs.
+
+    Opening a file demuxes its video packets once (reading them, not decoding them: cheap next to decoding) to list
+    every frame's pts and the keyframes, exactly as decord indexes a file; the index of the last few files is kept.
+    A read decodes the wanted frames in increasing order: it seeks to the last keyframe at or before the next
+    wanted frame (unless decoding on from where it is is as short), decodes forward, maps each decoded frame to its
+    index through its pts, and stops after the last wanted frame. So a 16-frame clip at the start or in the middle
+    of a long video costs one seek and at most a GOP plus the clip's span of decoding.
+
+    Attributes:
+        last_decoded_count: frames the last :meth:`read` decoded (including those decoded only to reach a wanted
+            frame after a seek); an instrumentation hook for tests and benchmarks.
+        last_seek_count: seeks the last :meth:`read` made.
+    """
+
+    name = "pyav"
+
+    def __init__(self, threads: int = 1) -> None:
+        _import_av()
+        self.threads = threads
+        self.last_decoded_count = 0
+        self.last_seek_count = 0
+        self._cache: collections.OrderedDict = collections.OrderedDict()
+
+    def _open(self, path: str) -> tuple[Any, Any]:
+        av = _import_av()
+        try:
+            container = av.open(path)
+        except av.error.FFmpegError as e:
+            raise VideoDecodeError(f"cannot open video {path}: {e}") from None
+        if not container.streams.video:
+            container.close()
+            raise VideoDecodeError(f"{path} has no video stream")
+        return container, container.streams.video[0]
+
+    def _index(self, path: str | Path) -> tuple[str, _FrameIndex]:
+        path = _check_file(path)
+        key = _file_key(path)
+        index = _LRU.get(self._cache, key)
+        if index is not None:
+            return path, index
+        container, stream = self._open(path)
+        pts, keys = [], []
+        try:
+            with container:
+                for packet in container.demux(stream):
+                    if packet.size == 0:  # the demuxer's end-of-stream marker
+                        continue
+                    ts = packet.pts if packet.pts is not None else packet.dts
+                    if ts is None:
+                        raise VideoDecodeError(f"{path}: video packets without timestamps are not supported")
+                    pts.append(ts)
+                    keys.append(packet.is_keyframe)
+                expected = stream.frames  # from the container header (mp4: the sample table); 0 when unknown
+                rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        except _import_av().error.FFmpegError as e:
+            raise VideoDecodeError(f"cannot read packets of {path}: {e}") from None
+        if not pts:
+            raise VideoDecodeError(f"video {path} has no frames")
+        if expected and len(pts) < expected:
+            # The header lists frames whose data is missing: the file was cut short (decord fails on these too).
+            raise EOFError(f"video {path} is truncated: its header lists {expected} frames, only {len(pts)} are there")
+        order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+        sorted_pts = np.asarray(pts, dtype=np.int64)[order]
+        if np.any(np.diff(sorted_pts) == 0):
+            raise VideoDecodeError(f"{path}: several frames share a timestamp; cannot number frames")
+        positions = np.empty_like(order)
+        positions[order] = np.arange(len(order))
+        keyframes = np.unique(positions[np.asarray(keys, dtype=bool)])
+        # Decoding from the very start needs no keyframe flag (some streams start with a recovery point instead).
+        keyframes = np.union1d(keyframes, [0]).astype(np.int64)
+        position_of = {int(p): i for i, p in enumerate(sorted_pts)}
+        index = _FrameIndex(sorted_pts, keyframes, float(rate) if rate else 0.0, position_of)
+        return path, _LRU.put(self._cache, key, index, max_entries=4)
+
+    def num_frames(self, path: str | Path) -> int:
+        return len(self._index(path)[1].pts)
+
+    def fps(self, path: str | Path) -> float:
+        path, index = self._index(path)
+        if not index.fps > 0:
+            raise VideoDecodeError(f"video {path} has no frame rate")
+        return index.fps
+
+    def read(self, path: str | Path, indices: Sequence[int], size: Size | None = None) -> np.ndarray:
+        size = _check_size(size)
+        path, index = self._index(path)
+        indices = _check_indices(path, indices, len(index.pts))
+        wanted = sorted(set(indices))
+        frames = self._decode(path, index, wanted, size)
+        return np.stack([frames[i] for i in indices])
+
+    def _decode(self, path: str, index: _FrameIndex, wanted: list[int], size: Size | None) -> dict[int, np.ndarray]:
+        """Frames ``wanted`` (sorted, distinct positions) as RGB arrays, decoding forward from keyframes."""
+        av = _import_av()
+        frames: dict[int, np.ndarray] = {}
+        self.last_decoded_count = self.last_seek_count = 0
+        container, stream = self._open(path)
+        stream.codec_context.thread_count = self.threads
+        convert = _Converter(av, stream, size)
+        w = 0  # wanted[w] is the next frame to find
+        key = index.keyframe_before(wanted[0])  # the keyframe decoding (re)starts from
+        need_seek = key > 0  # a freshly opened file decodes from its first frame without seeking
+        try:
+            with container:
+                while w < len(wanted):
+                    if need_seek:
+                        self._seek(container, stream, int(index.pts[key]))
+                    need_seek, missed = False, False
+                    for frame in container.decode(stream):
+                        self.last_decoded_count += 1
+                        position = index.position_of.get(frame.pts)
+                        if position is None:
+                            raise VideoDecodeError(f"{path}: decoded a frame with unknown timestamp {frame.pts}")
+                        if position < wanted[w]:
+                            continue
+                        if position > wanted[w]:
+                            missed = True
+                            break
+                        frames[position] = convert(frame)
+                        w += 1
+                        if w == len(wanted):
+                            break
+                        # Jump ahead when decoding on would pass a keyframe before the next wanted frame.
+                        next_key = index.keyframe_before(wanted[w])
+                        if next_key > position + 1:
+                            key, need_seek = next_key, True
+                            break
+                    else:
+                        raise EOFError(
+                            f"video {path} ended before frame {wanted[w]} of {len(index.pts)} could be decoded "
+                            "(truncated or corrupt)"
+                        )
+                    if missed:
+                        # The seek landed after the wanted frame (demuxers seek on their own timestamps, which can
+                        # disagree with pts) or the decoder dropped it: start again one keyframe earlier.
+                        earlier = index.keyframes[index.keyframes < key]
+                        if not len(earlier):
+                            raise VideoDecodeError(f"{path}: the decoder skipped frame {wanted[w]}")
+                        key, need_seek = int(earlier[-1]), True
+        except av.error.FFmpegError as e:
+            raise VideoDecodeError(f"cannot decode {path}: {e}") from None
+        return frames
+
+    def _seek(self, container: Any, stream: Any, pts: int) -> None:
+        self.last_seek_count += 1
+        # backward=True lands on the last keyframe at or before ``pts``; PyAV flushes the decoder on a seek.
+        container.seek(pts, stream=stream, backward=True, any_frame=False)
+
+
+class _Converter:
+    """A decoded frame to uint8 RGB ``[H, W, 3]``, resized to ``size`` (height, width) the way decord does it."""
+
+    def __init__(self, av: Any, stream: Any, size: Size | None) -> None:
+        self.graph = None
+        if size is None:
+            return
+        h, w = size
+        graph = av.filter.Graph()
+        source = graph.add_buffer(template=stream)
+        # decord resizes with this filter ("scale=w:h", FFmpeg 4.1 default flags: bilinear) into an rgb24 sink;
+        # naming the flags matters because newer FFmpeg defaults to bicubic.
+        scale = graph.add("scale", f"{w}:{h}:flags=bilinear")
+        rgb = graph.add("format", "rgb24")
+        sink = graph.add("buffersink")
+        source.link_to(scale)
+        scale.link_to(rgb)
+        rgb.link_to(sink)
+        graph.configure()
+        self.graph = graph
+
+    def __call__(self, frame: Any) -> np.ndarray:
+        if self.graph is None:
+            return frame.to_ndarray(format="rgb24")
+        self.graph.push(frame)
+        return self.graph.pull().to_ndarray()

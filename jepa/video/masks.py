@@ -1,0 +1,352 @@
+"""The V-JEPA masks on a 3D token grid: multiblock 3D masks and random tubes.
+
+A clip of ``num_frames`` frames cropped to ``crop_size`` is cut into tubelets of ``tubelet_size`` frames by
+``patch_size`` x ``patch_size`` pixels: the token grid ``(T, H, W) = (num_frames // tubelet_size, crop_h //
+patch_size, crop_w // patch_size)``. A token's flat index is row-major over ``(t, h, w)``: ``t * H * W + h * W + w``.
+
+Multiblock 3D (:class:`MultiblockMaskCollator3D`): a batch carries one *mask set* per mask config. Per batch and
+config, one block size ``(t, h, w)`` is drawn; per sample, ``num_blocks`` blocks of that size are placed at random.
+Their union is the target (what the predictor predicts); the context (what the encoder sees) is everything else,
+restricted to the first ``max(1, int(max_temporal_keep * T))`` time steps. Departures from the official code:
+
+* the scale and the aspect ratio of a block are independent draws and the aspect ratio is log-uniform, so ``a`` and
+  ``1 / a`` are equally likely (the official code drew it uniformly); ``h = round(sqrt(s * H * W * a))`` from the
+  drawn scale itself, not from the floor of the block's area;
+* the temporal extent is ``round(temporal_scale * T)`` clipped to ``[1, T]`` (the official code used the floor);
+* a sample whose context comes out empty is redrawn a bounded number of times, then a clear error is raised (the
+  official code looped forever);
+* with ``max_temporal_keep < 1``, the target is the union of the blocks only; the official code also made every
+  token after the kept time steps a target (see :attr:`MultiblockMaskCollator3D.max_context_duration`). All
+  released configs use ``max_temporal_keep: 1.0``, where both agree.
+
+Random tubes (:class:`TubeMaskCollator`): per sample, a random subset of the spatial positions is masked at every
+time step; the masked tubes are the target and the rest the context.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from jepa.masks.collate import MaskCollator, truncate_to_min
+
+# How often one sample's blocks are redrawn when they leave no context; reaching it means the configuration almost
+# always covers the whole kept time span (for example spatial_scale near 1 with several blocks).
+_CONTEXT_TRIES = 50
+
+MASK_CONFIG_KEYS = ("spatial_scale", "temporal_scale", "aspect_ratio", "num_blocks", "max_temporal_keep", "max_keep")
+_OPTIONAL_KEYS = {"max_temporal_keep": 1.0, "max_keep": None}
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    if len(value) != 2:
+        raise ValueError(f"{name} must be an int or a pair (height, width), got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _range(value: Sequence[float], name: str) -> tuple[float, float]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ValueError(f"{name} must be a pair (min, max), got {value!r}")
+    lo, hi = float(value[0]), float(value[1])
+    if lo > hi:
+        raise ValueError(f"{name} must have min <= max, got {value!r}")
+    return lo, hi
+
+
+def _uniform(generator: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=generator))
+
+
+def _randint(generator: torch.Generator, high: int) -> int:
+    """A uniform int in ``[0, high)``."""
+    return int(torch.randint(high, (), generator=generator))
+
+
+def block_hw(scale: float, aspect_ratio: float, height: int, width: int) -> tuple[int, int]:
+    """The ``(h, w)`` of a block covering ``scale`` of an ``height x width`` grid with height / width
+    ``aspect_ratio``: ``h = round(sqrt(scale * H * W * aspect_ratio))``, ``w = round(sqrt(scale * H * W /
+    aspect_ratio))`` (halves round up), clipped to ``[1, H]`` and ``[1, W]``."""
+    area = scale * height * width
+    h = math.floor(math.sqrt(area * aspect_ratio) + 0.5)
+    w = math.floor(math.sqrt(area / aspect_ratio) + 0.5)
+    return min(max(h, 1), height), min(max(w, 1), width)
+
+
+def video_token_grid(
+    crop_size: int | Sequence[int], num_frames: int, patch_size: int, tubelet_size: int
+) -> tuple[int, int, int]:
+    """The token grid ``(T, H, W)`` of clips of ``num_frames`` frames cropped to ``crop_size`` (int or ``(h, w)``)."""
+    crop_h, crop_w = _pair(crop_size, "crop_size")
+    if patch_size < 1 or tubelet_size < 1:
+        raise ValueError(f"patch_size and tubelet_size must be >= 1, got {patch_size} and {tubelet_size}")
+    if min(crop_h, crop_w) < patch_size:
+        raise ValueError(f"crop_size {(crop_h, crop_w)} is smaller than one patch of {patch_size}")
+    if num_frames < tubelet_size or num_frames % tubelet_size:
+        raise ValueError(f"num_frames must be a positive multiple of tubelet_size {tubelet_size}, got {num_frames}")
+    return num_frames // tubelet_size, crop_h // patch_size, crop_w // patch_size
+
+
+@dataclass(frozen=True)
+class VideoMaskSpec:
+    """One validated multiblock 3D mask config (the keys of one entry of the official ``mask`` list).
+
+    Attributes:
+        spatial_scale: range of the fraction of the ``H x W`` plane one block covers, within ``(0, 1]``.
+        temporal_scale: range of the fraction of the ``T`` time steps one block spans, within ``(0, 1]``.
+        aspect_ratio: range of a block's height / width (log-uniform), ``> 0``.
+        num_blocks: blocks per sample; their union is the target.
+        max_temporal_keep: the context only holds tokens of the first ``max(1, int(max_temporal_keep * T))`` time
+            steps, within ``(0, 1]``.
+        max_keep: if not None, at most this many context tokens per sample (the first ones in index order).
+    """
+
+    spatial_scale: tuple[float, float]
+    temporal_scale: tuple[float, float]
+    aspect_ratio: tuple[float, float]
+    num_blocks: int
+    max_temporal_keep: float = 1.0
+    max_keep: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("spatial_scale", "temporal_scale"):
+            lo, hi = _range(getattr(self, name), name)
+            if not (0.0 < lo and hi <= 1.0):
+                raise ValueError(f"{name} must lie in (0, 1], got ({lo}, {hi})")
+            object.__setattr__(self, name, (lo, hi))
+        aspect = _range(self.aspect_ratio, "aspect_ratio")
+        if aspect[0] <= 0.0:
+            raise ValueError(f"aspect_ratio must be > 0, got {aspect}")
+        object.__setattr__(self, "aspect_ratio", aspect)
+        if isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, int) or self.num_blocks < 1:
+            raise ValueError(f"num_blocks must be an int >= 1, got {self.num_blocks!r}")
+        if not 0.0 < float(self.max_temporal_keep) <= 1.0:
+            raise ValueError(f"max_temporal_keep must lie in (0, 1], got {self.max_temporal_keep}")
+        object.__setattr__(self, "max_temporal_keep", float(self.max_temporal_keep))
+        if self.max_keep is not None and (
+            isinstance(self.max_keep, bool) or not isinstance(self.max_keep, int) or self.max_keep < 1
+        ):
+            raise ValueError(f"max_keep must be None or an int >= 1, got {self.max_keep!r}")
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | Any) -> "VideoMaskSpec":
+        """Validate one mask config: a mapping (an entry of the official YAML ``mask`` list) or an object with
+        those attribute names (such as :class:`jepa.config.pretrain.VideoMaskConfig`). ``max_temporal_keep`` and
+        ``max_keep`` may be left out (1.0 and None); the other keys are required and unknown keys are errors."""
+        if isinstance(cfg, cls):
+            return cfg
+        if isinstance(cfg, Mapping):
+            unknown = sorted(set(cfg) - set(MASK_CONFIG_KEYS))
+            if unknown:
+                raise ValueError(f"unknown mask config keys {unknown}; valid keys: {', '.join(MASK_CONFIG_KEYS)}")
+            values = {k: cfg[k] for k in MASK_CONFIG_KEYS if k in cfg}
+        else:
+            values = {k: getattr(cfg, k) for k in MASK_CONFIG_KEYS if hasattr(cfg, k)}
+        missing = [k for k in MASK_CONFIG_KEYS if k not in values and k not in _OPTIONAL_KEYS]
+        if missing:
+            raise ValueError(f"mask config {cfg!r} lacks the keys {missing}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class BlockSize3D:
+    """The block size of one mask config in one batch, shared by all its samples.
+
+    Attributes:
+        spatial_scale: drawn fraction of the ``H x W`` plane (before rounding).
+        temporal_scale: drawn fraction of the ``T`` time steps (before rounding).
+        aspect_ratio: drawn height / width (before rounding).
+        thw: ``(t, h, w)`` of every block, in tokens.
+    """
+
+    spatial_scale: float
+    temporal_scale: float
+    aspect_ratio: float
+    thw: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class MaskSet3D:
+    """The untruncated masks of one mask config for one batch.
+
+    Attributes:
+        size: the batch's block size.
+        enc: ``enc[b]`` is the context of sample ``b``: LongTensor ``[K]`` of flat ``(t, h, w)`` row-major indices in
+            ascending order (``max_keep`` not applied yet).
+        pred: ``pred[b]`` is the target of sample ``b``: the ascending indices of the union of its blocks.
+        redraws: how many times a sample's blocks were redrawn because they left no context.
+    """
+
+    size: BlockSize3D
+    enc: list[Tensor]
+    pred: list[Tensor]
+    redraws: int
+
+
+class MultiblockMaskCollator3D(MaskCollator):
+    """V-JEPA's multiblock 3D masks as a DataLoader ``collate_fn``, one mask set per mask config.
+
+    Called on a batch of samples ``(..., index)``, returns ``(collated, masks_enc, masks_pred)`` where ``masks_enc``
+    and ``masks_pred`` hold one LongTensor ``[B, K]`` per mask config, in config order (the trainer pairs entry ``i``
+    of both lists and uses predictor mask token ``i``). Each row holds the ascending flat ``(t, h, w)`` row-major
+    indices of one sample's context (or target) tokens, truncated to the shortest row of the batch (see
+    :func:`jepa.masks.collate.truncate_to_min`); contexts are also capped at the config's ``max_keep``.
+    """
+
+    def __init__(
+        self,
+        cfgs_mask: Sequence[Mapping[str, Any] | Any],
+        crop_size: int | tuple[int, int] = 224,
+        num_frames: int = 16,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            cfgs_mask: the mask configs: the official YAML ``mask`` list (mappings with the keys
+                ``spatial_scale``, ``temporal_scale``, ``aspect_ratio``, ``num_blocks``, ``max_temporal_keep``,
+                ``max_keep``), objects with those attributes, or :class:`VideoMaskSpec`.
+            crop_size: clip crop in pixels, ``int`` or ``(height, width)``.
+            num_frames: frames per clip, a multiple of ``tubelet_size``.
+            patch_size: spatial patch size in pixels.
+            tubelet_size: frames per tubelet.
+            seed: base seed; the masks of a batch depend only on it and the batch's dataset indices.
+        """
+        super().__init__(seed=seed)
+        if isinstance(cfgs_mask, Mapping) or not isinstance(cfgs_mask, Sequence) or len(cfgs_mask) == 0:
+            raise ValueError(f"cfgs_mask must be a non-empty list of mask configs, got {cfgs_mask!r}")
+        self.specs = tuple(VideoMaskSpec.from_config(c) for c in cfgs_mask)
+        self.duration, self.height, self.width = video_token_grid(crop_size, num_frames, patch_size, tubelet_size)
+
+    @property
+    def grid_size(self) -> tuple[int, int, int]:
+        """The token grid ``(T, H, W)``."""
+        return self.duration, self.height, self.width
+
+    def max_context_duration(self, spec: VideoMaskSpec) -> int:
+        """Time steps the context of ``spec`` may use: ``max(1, int(max_temporal_keep * T))``."""
+        return max(1, int(spec.max_temporal_keep * self.duration))
+
+    def sample_block_size(self, spec: VideoMaskSpec, generator: torch.Generator) -> BlockSize3D:
+        """Draw one block size: ``s ~ U(spatial_scale)``, ``log a ~ U(log aspect_ratio)``, ``ts ~
+        U(temporal_scale)``; ``(h, w)`` from :func:`block_hw`, ``t = round(ts * T)`` clipped to ``[1, T]``."""
+        spatial = _uniform(generator, *spec.spatial_scale)
+        temporal = _uniform(generator, *spec.temporal_scale)
+        aspect = math.exp(_uniform(generator, math.log(spec.aspect_ratio[0]), math.log(spec.aspect_ratio[1])))
+        h, w = block_hw(spatial, aspect, self.height, self.width)
+        t = min(max(math.floor(temporal * self.duration + 0.5), 1), self.duration)
+        return BlockSize3D(spatial, temporal, aspect, (t, h, w))
+
+    def sample_mask_set(self, spec: VideoMaskSpec, batch_size: int, generator: torch.Generator) -> MaskSet3D:
+        """Draw the untruncated masks of one config for one batch."""
+        size = self.sample_block_size(spec, generator)
+        keep_steps = self.max_context_duration(spec)
+        enc, pred, redraws = [], [], 0
+        for _ in range(batch_size):
+            for _ in range(_CONTEXT_TRIES):
+                target = self._place_blocks(size.thw, spec.num_blocks, generator)
+                context = ~target
+                context[keep_steps:] = False
+                if context.any():
+                    break
+                redraws += 1
+            else:
+                raise RuntimeError(
+                    f"{spec.num_blocks} blocks of {size.thw} tokens left no context on the {self.grid_size} token "
+                    f"grid (context limited to the first {keep_steps} time steps) in {_CONTEXT_TRIES} draws for "
+                    f"mask config {spec}: lower spatial_scale, temporal_scale or num_blocks"
+                )
+            # nonzero lists indices in ascending order, i.e. (t, h, w) row-major order.
+            enc.append(context.flatten().nonzero().flatten())
+            pred.append(target.flatten().nonzero().flatten())
+        return MaskSet3D(size, enc, pred, redraws)
+
+    def sample_blocks(self, batch_size: int, generator: torch.Generator) -> list[MaskSet3D]:
+        """Draw the untruncated masks of one batch, one :class:`MaskSet3D` per mask config (what
+        :meth:`sample_masks` truncates), for tests and inspection."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return [self.sample_mask_set(spec, batch_size, generator) for spec in self.specs]
+
+    def sample_masks(self, batch_size: int, generator: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
+        """Draw the masks of one batch: per mask config, a context and a target LongTensor ``[B, K]``."""
+        masks_enc, masks_pred = [], []
+        for spec, mask_set in zip(self.specs, self.sample_blocks(batch_size, generator)):
+            enc = truncate_to_min(mask_set.enc)
+            if spec.max_keep is not None:
+                enc = enc[:, : spec.max_keep]
+            masks_enc.append(enc)
+            masks_pred.append(truncate_to_min(mask_set.pred))
+        return masks_enc, masks_pred
+
+    def _place_blocks(self, thw: tuple[int, int, int], num_blocks: int, generator: torch.Generator) -> Tensor:
+        """The union of ``num_blocks`` blocks of size ``thw`` at uniform positions, as a BoolTensor ``[T, H, W]``."""
+        t, h, w = thw
+        covered = torch.zeros(self.grid_size, dtype=torch.bool)
+        for _ in range(num_blocks):
+            # Upper bounds inclusive (T - t, H - h, W - w are valid starts), so blocks reach the last cells.
+            start = _randint(generator, self.duration - t + 1)
+            top = _randint(generator, self.height - h + 1)
+            left = _randint(generator, self.width - w + 1)
+            covered[start : start + t, top : top + h, left : left + w] = True
+        return covered
+
+
+class TubeMaskCollator(MaskCollator):
+    """V-JEPA's random-tube masks as a DataLoader ``collate_fn``.
+
+    Per sample, ``round(ratio * H * W)`` spatial positions drawn without replacement are masked at every time step.
+    Returns ``(collated, [enc], [pred])``: one context LongTensor ``[B, (H * W - n) * T]`` and one target LongTensor
+    ``[B, n * T]`` of ascending flat ``(t, h, w)`` row-major indices (equal lengths by construction).
+    """
+
+    def __init__(
+        self,
+        ratio: float,
+        crop_size: int | tuple[int, int] = 224,
+        num_frames: int = 16,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            ratio: fraction of the spatial positions masked; must mask at least one and keep at least one.
+            crop_size: clip crop in pixels, ``int`` or ``(height, width)``.
+            num_frames: frames per clip, a multiple of ``tubelet_size``.
+            patch_size: spatial patch size in pixels.
+            tubelet_size: frames per tubelet.
+            seed: base seed; the masks of a batch depend only on it and the batch's dataset indices.
+        """
+        super().__init__(seed=seed)
+        self.duration, self.height, self.width = video_token_grid(crop_size, num_frames, patch_size, tubelet_size)
+        self.ratio = float(ratio)
+        spatial = self.height * self.width
+        self.num_masked = math.floor(self.ratio * spatial + 0.5)
+        if not 1 <= self.num_masked <= spatial - 1:
+            raise ValueError(
+                f"ratio {ratio} masks {self.num_masked} of the {spatial} spatial positions; it must mask at least "
+                "one and keep at least one"
+            )
+
+    @property
+    def grid_size(self) -> tuple[int, int, int]:
+        """The token grid ``(T, H, W)``."""
+        return self.duration, self.height, self.width
+
+    def sample_masks(self, batch_size: int, generator: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
+        """Draw the masks of one batch: ``([enc [B, Ke]], [pred [B, Kp]])``."""
+        spatial = self.height * self.width
+        enc, pred = [], []
+        for _ in range(batch_size):
+            masked = torch.zeros(spatial, dtype=torch.bool)
+            masked[torch.randperm(spatial, generator=generator)[: self.num_masked]] = True
+            tubes = masked.expand(self.duration, spatial).flatten()
+            enc.append(tubes.logical_not().nonzero().flatten())
+            pred.append(tubes.nonzero().flatten())
+        return [torch.stack(enc)], [torch.stack(pred)]
