@@ -6,8 +6,9 @@ patch_size, crop_w // patch_size)``. A token's flat index is row-major over ``(t
 
 Multiblock 3D (:class:`MultiblockMaskCollator3D`): a batch carries one *mask set* per mask config. Per batch and
 config, one block size ``(t, h, w)`` is drawn; per sample, ``num_blocks`` blocks of that size are placed at random.
-Their union is the target (what the predictor predicts); the context (what the encoder sees) is everything else,
-restricted to the first ``max(1, int(max_temporal_keep * T))`` time steps. Departures from the official code:
+The context (what the encoder sees) is everything outside the blocks within the first
+``max(1, int(max_temporal_keep * T))`` time steps, and the target (what the predictor predicts) is its complement:
+the blocks plus every later time step, as in the official code. Departures from the official code:
 
 * the scale and the aspect ratio of a block are independent draws and the aspect ratio is log-uniform, so ``a`` and
   ``1 / a`` are equally likely (the official code drew it uniformly); ``h = round(sqrt(s * H * W * a))`` from the
@@ -15,9 +16,6 @@ restricted to the first ``max(1, int(max_temporal_keep * T))`` time steps. Depar
 * the temporal extent is ``round(temporal_scale * T)`` clipped to ``[1, T]`` (the official code used the floor);
 * a sample whose context comes out empty is redrawn a bounded number of times, then a clear error is raised (the
   official code looped forever);
-* with ``max_temporal_keep < 1``, the target is the union of the blocks only; the official code also made every
-  token after the kept time steps a target (see :attr:`MultiblockMaskCollator3D.max_context_duration`). All
-  released configs use ``max_temporal_keep: 1.0``, where both agree.
 
 Random tubes (:class:`TubeMaskCollator`): per sample, a random subset of the spatial positions is masked at every
 time step; the masked tubes are the target and the rest the context.
@@ -252,6 +250,9 @@ class MultiblockMaskCollator3D(MaskCollator):
                 target = self._place_blocks(size.thw, spec.num_blocks, generator)
                 context = ~target
                 context[keep_steps:] = False
+                # As in the official code, what the context does not see (blocks, and every time step past the
+                # kept ones) is the target: the predictor also forecasts the unseen future frames.
+                target = ~context
                 if context.any():
                     break
                 redraws += 1
