@@ -11,13 +11,12 @@ both bugs there:
   official code excluded it, so no block ever touched the last row or column of the grid).
 """
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from jepa.masks.blocks import as_pair, as_range, block_hw, log_uniform, randint, uniform
 from jepa.masks.collate import MaskCollator, truncate_to_min
 
 # Bounds on the retries that rejection sampling needs; reaching one means the configuration leaves too little room.
@@ -61,32 +60,6 @@ class MultiblockMasks:
     pred: list[list[Tensor]]
 
 
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    if len(value) != 2:
-        raise ValueError(f"{name} must be an int or a pair (height, width), got {value!r}")
-    return int(value[0]), int(value[1])
-
-
-def _range(value: Sequence[float], name: str) -> tuple[float, float]:
-    if len(value) != 2:
-        raise ValueError(f"{name} must be a pair (min, max), got {value!r}")
-    lo, hi = float(value[0]), float(value[1])
-    if lo > hi:
-        raise ValueError(f"{name} must have min <= max, got {value!r}")
-    return lo, hi
-
-
-def _uniform(generator: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=generator))
-
-
-def _randint(generator: torch.Generator, high: int) -> int:
-    """A uniform int in ``[0, high)``."""
-    return int(torch.randint(high, (), generator=generator))
-
-
 class MultiblockMaskCollator2D(MaskCollator):
     """I-JEPA's multiblock masks as a DataLoader ``collate_fn``.
 
@@ -125,7 +98,7 @@ class MultiblockMaskCollator2D(MaskCollator):
             seed: base seed; the masks of a batch depend only on it and the batch's dataset indices.
         """
         super().__init__(seed=seed)
-        self.input_size = _pair(input_size, "input_size")
+        self.input_size = as_pair(input_size, "input_size")
         self.patch_size = int(patch_size)
         if self.patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}")
@@ -134,12 +107,12 @@ class MultiblockMaskCollator2D(MaskCollator):
         self.height = self.input_size[0] // self.patch_size
         self.width = self.input_size[1] // self.patch_size
 
-        self.enc_mask_scale = _range(enc_mask_scale, "enc_mask_scale")
-        self.pred_mask_scale = _range(pred_mask_scale, "pred_mask_scale")
+        self.enc_mask_scale = as_range(enc_mask_scale, "enc_mask_scale")
+        self.pred_mask_scale = as_range(pred_mask_scale, "pred_mask_scale")
         for name, (lo, hi) in (("enc_mask_scale", self.enc_mask_scale), ("pred_mask_scale", self.pred_mask_scale)):
             if not (0.0 < lo and hi <= 1.0):
                 raise ValueError(f"{name} must lie in (0, 1], got ({lo}, {hi})")
-        self.aspect_ratio = _range(aspect_ratio, "aspect_ratio")
+        self.aspect_ratio = as_range(aspect_ratio, "aspect_ratio")
         if self.aspect_ratio[0] <= 0.0:
             raise ValueError(f"aspect_ratio must be > 0, got {self.aspect_ratio}")
 
@@ -163,10 +136,7 @@ class MultiblockMaskCollator2D(MaskCollator):
         ``h = round(sqrt(scale * H * W * aspect_ratio))`` and ``w = round(sqrt(scale * H * W / aspect_ratio))``
         (halves round up), clipped to ``[1, H]`` and ``[1, W]``.
         """
-        area = scale * self.height * self.width
-        h = math.floor(math.sqrt(area * aspect_ratio) + 0.5)
-        w = math.floor(math.sqrt(area / aspect_ratio) + 0.5)
-        return min(max(h, 1), self.height), min(max(w, 1), self.width)
+        return block_hw(scale, aspect_ratio, self.height, self.width)
 
     def sample_block_sizes(self, generator: torch.Generator) -> BlockSizes:
         """Draw the target and context block sizes of one batch.
@@ -176,17 +146,16 @@ class MultiblockMaskCollator2D(MaskCollator):
         ``min_keep`` cells can hold ``min_keep`` tokens at no position, so it is redrawn (a no-op unless the grid is
         tiny or the scales very small).
         """
-        log_lo, log_hi = math.log(self.aspect_ratio[0]), math.log(self.aspect_ratio[1])
         for _ in range(_SIZE_TRIES):
-            pred_scale = _uniform(generator, *self.pred_mask_scale)
-            aspect = math.exp(_uniform(generator, log_lo, log_hi))
+            pred_scale = uniform(generator, *self.pred_mask_scale)
+            aspect = log_uniform(generator, *self.aspect_ratio)
             pred_hw = self.block_hw(pred_scale, aspect)
             if pred_hw[0] * pred_hw[1] >= self.min_keep:
                 break
         else:
             raise RuntimeError(self._no_room("no target block size", pred_hw))
         for _ in range(_SIZE_TRIES):
-            enc_scale = _uniform(generator, *self.enc_mask_scale)
+            enc_scale = uniform(generator, *self.enc_mask_scale)
             enc_hw = self.block_hw(enc_scale, 1.0)
             if enc_hw[0] * enc_hw[1] >= self.min_keep:
                 break
@@ -220,8 +189,8 @@ class MultiblockMaskCollator2D(MaskCollator):
         """A block of size ``hw`` at a uniform position where it fits, as a flat BoolTensor ``[H * W]``."""
         h, w = hw
         # Upper bounds inclusive (H - h and W - w are valid tops and lefts), so blocks reach the last row and column.
-        top = _randint(generator, self.height - h + 1)
-        left = _randint(generator, self.width - w + 1)
+        top = randint(generator, self.height - h + 1)
+        left = randint(generator, self.width - w + 1)
         block = torch.zeros(self.height, self.width, dtype=torch.bool)
         block[top : top + h, left : left + w] = True
         return block.flatten()

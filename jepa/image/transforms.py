@@ -5,14 +5,10 @@ Both pipelines take a PIL image (or a ``[C, H, W]`` uint8 tensor) and return a n
 per-worker seeds the DataLoader sets) makes them reproducible.
 """
 
-from collections.abc import Sequence
-
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
-Normalization = tuple[Sequence[float], Sequence[float]]
-
-IMAGENET_NORMALIZATION: Normalization = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+from jepa.transforms import IMAGENET_NORMALIZATION, Normalization, check_crop_size
 
 
 def make_pretrain_transforms(
@@ -44,7 +40,7 @@ def make_pretrain_transforms(
     Returns:
         A transform mapping an image to a float tensor ``[3, crop_size, crop_size]``.
     """
-    _check_crop_size(crop_size)
+    check_crop_size(crop_size)
     low, high = crop_scale
     if not 0.0 < low <= high <= 1.0:
         raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
@@ -84,7 +80,7 @@ def make_eval_transforms(
     Returns:
         A transform mapping an image to a float tensor ``[3, crop_size, crop_size]``.
     """
-    _check_crop_size(crop_size)
+    check_crop_size(crop_size)
     resize = int(crop_size * resize_ratio)
     if resize < crop_size:
         raise ValueError(f"resize_ratio must be >= 1 (the resized short side {resize} < crop_size {crop_size})")
@@ -101,11 +97,3 @@ def make_eval_transforms(
 def _to_normalized_float(normalization: Normalization) -> list[v2.Transform]:
     mean, std = normalization
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
-
-
-def _check_crop_size(crop_size: int) -> None:
-    # Non-square crops would need the (h, w) plumbing of the models and masks; refuse them rather than guess.
-    if isinstance(crop_size, bool) or not isinstance(crop_size, int):
-        raise TypeError(f"crop_size must be an int (square crops only), got {crop_size!r}")
-    if crop_size <= 0:
-        raise ValueError(f"crop_size must be positive, got {crop_size}")

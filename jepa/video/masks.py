@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from jepa.masks.blocks import as_pair, as_range, block_hw, log_uniform, randint, uniform
 from jepa.masks.collate import MaskCollator, truncate_to_min
 
 # How often one sample's blocks are redrawn when they leave no context; reaching it means the configuration almost
@@ -39,47 +40,11 @@ MASK_CONFIG_KEYS = ("spatial_scale", "temporal_scale", "aspect_ratio", "num_bloc
 _OPTIONAL_KEYS = {"max_temporal_keep": 1.0, "max_keep": None}
 
 
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    if len(value) != 2:
-        raise ValueError(f"{name} must be an int or a pair (height, width), got {value!r}")
-    return int(value[0]), int(value[1])
-
-
-def _range(value: Sequence[float], name: str) -> tuple[float, float]:
-    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
-        raise ValueError(f"{name} must be a pair (min, max), got {value!r}")
-    lo, hi = float(value[0]), float(value[1])
-    if lo > hi:
-        raise ValueError(f"{name} must have min <= max, got {value!r}")
-    return lo, hi
-
-
-def _uniform(generator: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=generator))
-
-
-def _randint(generator: torch.Generator, high: int) -> int:
-    """A uniform int in ``[0, high)``."""
-    return int(torch.randint(high, (), generator=generator))
-
-
-def block_hw(scale: float, aspect_ratio: float, height: int, width: int) -> tuple[int, int]:
-    """The ``(h, w)`` of a block covering ``scale`` of an ``height x width`` grid with height / width
-    ``aspect_ratio``: ``h = round(sqrt(scale * H * W * aspect_ratio))``, ``w = round(sqrt(scale * H * W /
-    aspect_ratio))`` (halves round up), clipped to ``[1, H]`` and ``[1, W]``."""
-    area = scale * height * width
-    h = math.floor(math.sqrt(area * aspect_ratio) + 0.5)
-    w = math.floor(math.sqrt(area / aspect_ratio) + 0.5)
-    return min(max(h, 1), height), min(max(w, 1), width)
-
-
 def video_token_grid(
     crop_size: int | Sequence[int], num_frames: int, patch_size: int, tubelet_size: int
 ) -> tuple[int, int, int]:
     """The token grid ``(T, H, W)`` of clips of ``num_frames`` frames cropped to ``crop_size`` (int or ``(h, w)``)."""
-    crop_h, crop_w = _pair(crop_size, "crop_size")
+    crop_h, crop_w = as_pair(crop_size, "crop_size")
     if patch_size < 1 or tubelet_size < 1:
         raise ValueError(f"patch_size and tubelet_size must be >= 1, got {patch_size} and {tubelet_size}")
     if min(crop_h, crop_w) < patch_size:
@@ -112,11 +77,11 @@ class VideoMaskSpec:
 
     def __post_init__(self) -> None:
         for name in ("spatial_scale", "temporal_scale"):
-            lo, hi = _range(getattr(self, name), name)
+            lo, hi = as_range(getattr(self, name), name)
             if not (0.0 < lo and hi <= 1.0):
                 raise ValueError(f"{name} must lie in (0, 1], got ({lo}, {hi})")
             object.__setattr__(self, name, (lo, hi))
-        aspect = _range(self.aspect_ratio, "aspect_ratio")
+        aspect = as_range(self.aspect_ratio, "aspect_ratio")
         if aspect[0] <= 0.0:
             raise ValueError(f"aspect_ratio must be > 0, got {aspect}")
         object.__setattr__(self, "aspect_ratio", aspect)
@@ -233,9 +198,9 @@ class MultiblockMaskCollator3D(MaskCollator):
     def sample_block_size(self, spec: VideoMaskSpec, generator: torch.Generator) -> BlockSize3D:
         """Draw one block size: ``s ~ U(spatial_scale)``, ``log a ~ U(log aspect_ratio)``, ``ts ~
         U(temporal_scale)``; ``(h, w)`` from :func:`block_hw`, ``t = round(ts * T)`` clipped to ``[1, T]``."""
-        spatial = _uniform(generator, *spec.spatial_scale)
-        temporal = _uniform(generator, *spec.temporal_scale)
-        aspect = math.exp(_uniform(generator, math.log(spec.aspect_ratio[0]), math.log(spec.aspect_ratio[1])))
+        spatial = uniform(generator, *spec.spatial_scale)
+        temporal = uniform(generator, *spec.temporal_scale)
+        aspect = log_uniform(generator, *spec.aspect_ratio)
         h, w = block_hw(spatial, aspect, self.height, self.width)
         t = min(max(math.floor(temporal * self.duration + 0.5), 1), self.duration)
         return BlockSize3D(spatial, temporal, aspect, (t, h, w))
@@ -291,9 +256,9 @@ class MultiblockMaskCollator3D(MaskCollator):
         covered = torch.zeros(self.grid_size, dtype=torch.bool)
         for _ in range(num_blocks):
             # Upper bounds inclusive (T - t, H - h, W - w are valid starts), so blocks reach the last cells.
-            start = _randint(generator, self.duration - t + 1)
-            top = _randint(generator, self.height - h + 1)
-            left = _randint(generator, self.width - w + 1)
+            start = randint(generator, self.duration - t + 1)
+            top = randint(generator, self.height - h + 1)
+            left = randint(generator, self.width - w + 1)
             covered[start : start + t, top : top + h, left : left + w] = True
         return covered
 

@@ -9,7 +9,6 @@ comes from torch's global generator, and Python's ``random`` for timm's augmenta
 
 import math
 import random
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,9 +17,7 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-Normalization = tuple[Sequence[float], Sequence[float]]
-
-IMAGENET_NORMALIZATION: Normalization = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+from jepa.transforms import IMAGENET_NORMALIZATION, Normalization, check_crop_size
 
 # The RandAugment policy of V-JEPA's frozen video evaluation (``auto_augment: true`` in its eval configs).
 DEFAULT_RAND_AUGMENT = "rand-m7-n4-mstd0.5-inc1"
@@ -54,13 +51,6 @@ def _check_normalization(normalization: Normalization) -> Normalization:
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise ValueError(f"normalization must be ((3 means), (3 positive stds)), got {normalization!r}")
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-
-
-def _check_crop_size(crop_size: int) -> None:
-    if isinstance(crop_size, bool) or not isinstance(crop_size, int):
-        raise TypeError(f"crop_size must be an int (square crops only), got {crop_size!r}")
-    if crop_size <= 0:
-        raise ValueError(f"crop_size must be positive, got {crop_size}")
 
 
 class VideoTrainTransform:
@@ -98,7 +88,7 @@ class VideoTrainTransform:
         reprob: float = 0.0,
         normalization: Normalization = IMAGENET_NORMALIZATION,
     ) -> None:
-        _check_crop_size(crop_size)
+        check_crop_size(crop_size)
         lo, hi = random_resize_scale
         if not 0.0 < lo <= hi <= 1.0:
             raise ValueError(f"random_resize_scale must satisfy 0 < min <= max <= 1, got {random_resize_scale}")
@@ -230,7 +220,7 @@ class VideoEvalTransform:
         num_views_per_clip: int = 1,
         normalization: Normalization = IMAGENET_NORMALIZATION,
     ) -> None:
-        _check_crop_size(crop_size)
+        check_crop_size(crop_size)
         self.short_side = int(crop_size * short_side_ratio)
         if self.short_side < crop_size:
             raise ValueError(f"short_side_ratio must be >= 1 (short side {self.short_side} < crop_size {crop_size})")
