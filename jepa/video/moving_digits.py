@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from jepa.image.datasets import BuiltinDigits
+from jepa.digits import DigitSource
 
 DIRECTIONS = ("right", "left", "down", "up")  # motion label -> name
 # (dy, dx) per motion label, in image coordinates (y grows downwards).
@@ -127,7 +127,7 @@ def make_moving_digits(
     paths; ``out_dir/<split>_manifest.json`` with the parameters, the codec used and per video its source row,
     labels and trajectory. When the manifest holds the same parameters and every file exists, nothing is written.
 
-    Digits come from :class:`jepa.image.datasets.BuiltinDigits` with its default split (seed 0, 20% val), so train
+    Digits come from :class:`jepa.digits.DigitSource` with its default split (seed 0, 20% val), so train
     and val videos never share a source digit, whatever ``seed``. Given ``seed`` the videos are deterministic:
     ``seed`` and ``split`` seed the choice of digits (a shuffled pass over the split, repeated if ``num_videos``
     exceeds it), the balanced directions, the travel distances and the offsets across the motion.
@@ -184,7 +184,7 @@ def make_moving_digits(
     video_dir = out / split
     video_dir.mkdir(exist_ok=True)
 
-    digits = BuiltinDigits(source, split=split, image_size=d)
+    digits = DigitSource(source, split=split, image_size=d)
     rng = np.random.default_rng([seed, _SPLIT_CODE[split]])
     order = rng.permutation(len(digits))
     directions = rng.permutation(np.arange(num_videos) % len(DIRECTIONS))
@@ -194,8 +194,7 @@ def make_moving_digits(
     videos, digit_lines, motion_lines = [], [], []
     for k in range(num_videos):
         index = int(order[k % len(order)])
-        image, label = digits.load(index)
-        digit = np.asarray(image)[:, :, 0]  # the three channels are equal
+        digit, label = digits.pixels(index), int(digits.targets[index])
         direction = int(directions[k])
         frames = render_moving_digit(digit, size, num_frames, direction, float(travels[k]), int(offsets[k]))
         path = video_dir / f"{k:06d}.mp4"
