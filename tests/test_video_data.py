@@ -9,6 +9,7 @@ and those tests are skipped without it.
 
 import importlib.util
 import logging
+import multiprocessing
 import pickle
 from pathlib import Path
 
@@ -17,11 +18,10 @@ import pytest
 import torch
 
 from jepa.data import READ_ERRORS, SampleLoadError
-from jepa.sampling import SeededDataset
+from jepa.sampling import SeededDataset, WeightedEpochSampler
 from jepa.video.datasets import (
     TooShort,
     VideoDataset,
-    WeightedEpochSampler,
     clip_indices,
     frame_step_for,
     read_annotation_csv,
@@ -68,7 +68,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("videos")
     made = {
         "h264": encode(root / "h264.mp4", source_frames(40)),
-        "mpeg4": encode(root / "mpeg4.mp4", source_frames(24, 32, 48), codec="mpeg4", gop=6),
+        "mpeg4": encode(root / "mpeg4.mp4", source_frames(24, 40, 56), codec="mpeg4", gop=6),
         "short": encode(root / "short.mp4", source_frames(8)),
         "faststart": encode(root / "faststart.mp4", source_frames(30), faststart=True),
     }
@@ -92,7 +92,7 @@ def test_decord_and_pyav_decode_identical_frames_numbered_like_the_source(clips,
     path = clips[name]
     decord_dec, pyav_dec = DecordDecoder(), PyAVDecoder()
     n = 40 if name == "h264" else 24
-    source = source_frames(n, *((H, W) if name == "h264" else (32, 48))).astype(np.float64)
+    source = source_frames(n, *((H, W) if name == "h264" else (40, 56))).astype(np.float64)
     assert decord_dec.num_frames(path) == pyav_dec.num_frames(path) == n
     assert decord_dec.fps(path) == pyav_dec.fps(path) == 25.0
     for indices in index_sets(n):
@@ -102,6 +102,30 @@ def test_decord_and_pyav_decode_identical_frames_numbered_like_the_source(clips,
         # Frame t of the result is the source frame indices[t]: its nearest source frame.
         errors = ((a[:, None].astype(np.float64) - source[None]) ** 2).mean(axis=(2, 3, 4))
         assert errors.argmin(axis=1).tolist() == indices
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuvj420p", "yuv422p", "yuv444p", "yuv420p10le"])
+def test_decord_and_pyav_agree_on_other_pixel_formats(tmp_path, pix_fmt):
+    path = tmp_path / f"{pix_fmt}.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
+        for frame in source_frames(12):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    for size in [None, (32, 40)]:
+        a, b = DecordDecoder().read(path, [0, 11, 5], size), PyAVDecoder().read(path, [0, 11, 5], size)
+        difference = np.abs(a.astype(np.int64) - b).max()
+        # 10-bit at the stored size: FFmpeg 4.1 (decord) and PyAV's FFmpeg round the conversion differently.
+        assert difference <= (16 if pix_fmt == "yuv420p10le" and size is None else 0)
+
+
+def test_decord_falls_back_to_pyav_for_widths_it_cannot_copy(clips, caplog):
+    decoder = DecordDecoder()
+    with caplog.at_level(logging.WARNING, logger="jepa.video.decoding"):
+        frames = decoder.read(clips["h264"], [7, 2], size=(32, 48))  # decord 0.6 fails on 48 px wide frames
+    assert frames.shape == (2, 32, 48, 3) and "decoding such files with PyAV" in caplog.text
+    np.testing.assert_array_equal(frames, PyAVDecoder().read(clips["h264"], [7, 2], size=(32, 48)))
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
@@ -149,6 +173,41 @@ def test_pyav_decodes_only_the_frames_a_read_needs(clips):
     assert decoder.last_decoded_count == 40 and decoder.last_seek_count == 0
 
 
+def test_pyav_numbers_frames_like_the_source_where_decord_does_not(tmp_path):
+    # MPEG-4 Part 2 with B-frames has B-frames that precede their keyframe in presentation order. After a seek
+    # decord 0.6 counts frames from the keyframe and returns frames shifted by up to 2 on this clip (and on HEVC);
+    # PyAV maps frames by pts and stays exact, including across seeks.
+    path = tmp_path / "mpeg4_bframes.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt, stream.bit_rate = W, H, "yuv420p", 2_000_000
+        stream.codec_context.gop_size, stream.options = 10, {"bf": "2"}
+        for frame in source_frames(40):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    source = source_frames(40).astype(np.float64)
+    decoder = PyAVDecoder()
+    for indices in [[30, 35, 37], [8], [26, 14, 18, 32], [39, 0, 20, 20], list(range(40))]:
+        frames = decoder.read(path, indices).astype(np.float64)
+        errors = ((frames[:, None] - source[None]) ** 2).mean(axis=(2, 3, 4))
+        assert errors.argmin(axis=1).tolist() == indices
+
+
+def test_pyav_recovers_when_a_seek_lands_after_the_wanted_frame(clips):
+    class Overshooting(PyAVDecoder):
+        """Seeks 8 frames too far the first time, as a demuxer with inexact seeking might."""
+
+        def _seek(self, container, stream, pts):
+            if self.last_seek_count == 0:
+                pts += 8 * 512  # 8 frames of 512 ticks (time base 1/12800 at 25 fps)
+            super()._seek(container, stream, pts)
+
+    decoder = Overshooting()
+    frames = decoder.read(clips["h264"], [21, 23, 22])
+    assert decoder.last_seek_count == 2  # landed on 24, went back to the keyframe at 8
+    np.testing.assert_array_equal(frames, PyAVDecoder().read(clips["h264"], [21, 23, 22]))
+
+
 def write_broken(folder: Path, kind: str, good: Path) -> Path:
     path = folder / f"{kind}.mp4"
     if kind == "corrupt":
@@ -193,6 +252,26 @@ def test_make_decoder_names_and_pickling(clips):
         copy = pickle.loads(pickle.dumps(decoder))
         assert isinstance(copy, VideoDecoder)
         np.testing.assert_array_equal(copy.read(clips["h264"], [3]), decoder.read(clips["h264"], [3]))
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_decoder_used_before_a_fork_works_in_the_child(clips, decoder):
+    # DataLoader workers are forked from a process that may have read videos already (ds[0] in a notebook). A decord
+    # reader inherited that way hangs the child when it is destroyed, so a child must not touch the parent's.
+    dec = decoder()
+    dec.read(clips["h264"], [0, 5])
+    expected = dec.read(clips["mpeg4"], [3, 1])
+    dec.read(clips["h264"], [0, 5])  # the cache holds the h264 reader at the fork
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.SimpleQueue()
+    child = ctx.Process(target=lambda: queue.put(dec.read(clips["mpeg4"], [3, 1])))
+    child.start()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+        pytest.fail(f"{decoder.__name__} hung in a forked process")
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(queue.get(), expected)
 
 
 # Clip sampling

