@@ -28,7 +28,7 @@ from jepa.logging_utils import CSVLogger
 from jepa.meta_arch import JEPA
 from jepa.models import VisionTransformer, VisionTransformerPredictor, build_encoder, vit_predictor
 from jepa.optim import make_adamw, set_hyperparams
-from jepa.sampling import EpochSampler, SeededDataset
+from jepa.sampling import EpochSampler, SeededDataset, WeightedEpochSampler
 from jepa.schedules import Schedules
 
 logger = logging.getLogger(__name__)
@@ -85,10 +85,15 @@ def build_models(cfg: PretrainConfig) -> tuple[VisionTransformer, VisionTransfor
     return encoder, predictor
 
 
+MOVING_DIGITS_VIDEOS = 2000  # clips generated for `dataset_type: moving_digits` (about 20 s, once)
+
+
 def build_dataset_and_collator(cfg: PretrainConfig, seed: int) -> tuple[torch.utils.data.Dataset, Any]:
     """The training set (samples end with their index) and the mask collator of the config's modality."""
-    if cfg.is_video:
-        raise NotImplementedError("video pretraining (app: vjepa) lands with the V-JEPA issue; use app: ijepa")
+    return (_video_data if cfg.is_video else _image_data)(cfg, seed)
+
+
+def _image_data(cfg: PretrainConfig, seed: int) -> tuple[torch.utils.data.Dataset, Any]:
     from jepa.image.datasets import make_image_dataset
     from jepa.image.masks import MultiblockMaskCollator2D
     from jepa.image.transforms import make_pretrain_transforms
@@ -125,6 +130,66 @@ def build_dataset_and_collator(cfg: PretrainConfig, seed: int) -> tuple[torch.ut
         seed=seed,
     )
     return dataset, collator
+
+
+def video_annotation_files(cfg: PretrainConfig, split: str = "train") -> list[str]:
+    """The annotation CSVs of a video config; ``moving_digits`` generates its clips (once) under ``root_path``."""
+    d = cfg.data
+    if d.dataset_type.lower() != "moving_digits":
+        if not d.datasets:
+            raise ValueError("data.datasets lists no annotation CSV files")
+        return list(d.datasets)
+    from jepa.video.moving_digits import make_moving_digits
+
+    root = Path(d.root_path or "runs/data/moving_digits") / f"{d.num_frames * d.sampling_rate}f_{d.crop_size}px"
+    videos = MOVING_DIGITS_VIDEOS if split == "train" else MOVING_DIGITS_VIDEOS // 4
+    csv = make_moving_digits(
+        root, num_videos=videos, num_frames=d.num_frames * d.sampling_rate, size=d.crop_size, split=split
+    )
+    return [str(csv)]
+
+
+def _video_data(cfg: PretrainConfig, seed: int) -> tuple[torch.utils.data.Dataset, Any]:
+    from jepa.video.datasets import VideoDataset
+    from jepa.video.masks import MultiblockMaskCollator3D
+    from jepa.video.transforms import VideoTrainTransform
+
+    d, aug = cfg.data, cfg.data_aug
+    transform = VideoTrainTransform(
+        crop_size=d.crop_size,
+        random_resize_scale=aug.random_resize_scale,
+        random_resize_aspect_ratio=aug.random_resize_aspect_ratio,
+        horizontal_flip=True,
+        motion_shift=aug.motion_shift,
+        auto_augment=aug.auto_augment,
+        reprob=aug.reprob,
+    )
+    dataset = VideoDataset(
+        video_annotation_files(cfg),
+        datasets_weights=d.datasets_weights,
+        frames_per_clip=d.num_frames,
+        frame_step=d.sampling_rate,
+        duration=d.clip_duration,
+        num_clips=d.num_clips,
+        random_clip_sampling=True,
+        filter_short_videos=d.filter_short_videos,
+        transform=transform,
+        decoder=d.decoder,
+        seed=seed,
+    )
+    collator = MultiblockMaskCollator3D(
+        cfg.mask, crop_size=d.crop_size, num_frames=d.num_frames, patch_size=d.patch_size,
+        tubelet_size=d.tubelet_size, seed=seed,
+    )  # fmt: skip
+    return dataset, collator
+
+
+def mask_sets(cfg: PretrainConfig, masks_enc: list, masks_pred: list) -> list:
+    """Pair a batch's masks as the JEPA module takes them: I-JEPA has one set (its context masks with all its
+    target masks); V-JEPA has one (context, target) pair per mask config, set ``i`` using mask token ``i``."""
+    if cfg.is_video:
+        return [([e], [p]) for e, p in zip(masks_enc, masks_pred, strict=True)]
+    return [(masks_enc, masks_pred)]
 
 
 def loss_type_for(cfg: PretrainConfig) -> str:
@@ -172,7 +237,11 @@ class Pretrainer:
 
         dataset, collator = build_dataset_and_collator(cfg, seed)
         batch = cfg.data.batch_size
-        self.sampler = EpochSampler(len(dataset), seed)
+        weights = getattr(dataset, "sample_weights", None)
+        if cfg.data.datasets_weights is not None and weights is not None:
+            self.sampler = WeightedEpochSampler(weights, seed)
+        else:
+            self.sampler = EpochSampler(len(dataset), seed)
         self.batches_per_pass = len(self.sampler) // batch
         if self.batches_per_pass == 0:
             raise ValueError(f"data set of {len(dataset)} samples is smaller than one batch of {batch}")
@@ -343,7 +412,7 @@ class Pretrainer:
             x = x.to(self.device, non_blocking=True)
             masks_enc = [m.to(self.device, non_blocking=True) for m in masks_enc]
             masks_pred = [m.to(self.device, non_blocking=True) for m in masks_pred]
-            result = self.train_step(x, [(masks_enc, masks_pred)])
+            result = self.train_step(x, mask_sets(self.cfg, masks_enc, masks_pred))
             steps_since += 1
             at_epoch_end = self.step % self.ipe == 0
             if self.step % log_freq == 0 or at_epoch_end or self.step == end:

@@ -659,3 +659,46 @@ def test_centered_targets_subtract_the_batch_mean_per_position():
     plain = tiny_jepa(loss_type="l2")
     plain.load_state_dict(model.state_dict())
     assert not torch.allclose(plain(x, [(masks_enc, masks_pred)]).loss, out.loss)
+
+
+TINY_VIDEO = {
+    "app": "vjepa",
+    "data": {
+        "dataset_type": "moving_digits", "batch_size": 4, "num_frames": 4, "sampling_rate": 1, "tubelet_size": 2,
+        "crop_size": 32, "patch_size": 8, "num_workers": 0, "pin_mem": False,
+    },
+    "mask": [
+        {"aspect_ratio": [0.75, 1.5], "num_blocks": 2, "spatial_scale": [0.15, 0.15], "temporal_scale": [1.0, 1.0]},
+        {"aspect_ratio": [0.75, 1.5], "num_blocks": 1, "spatial_scale": [0.5, 0.5], "temporal_scale": [1.0, 1.0]},
+    ],
+    "meta": {"seed": 0, "log_freq": 1, "dtype": "float32"},
+    "model": {"model_name": None, "embed_dim": 48, "depth": 2, "num_heads": 3, "pred_depth": 2, "pred_embed_dim": 48},
+    "optimization": {"epochs": 3, "ipe": 3, "warmup": 1, "lr": 1e-3, "start_lr": 1e-4, "clip_grad": 1.0},
+}  # fmt: skip
+
+
+def tiny_video_config(folder: Path, data_root: Path, *overrides: str) -> PretrainConfig:
+    raw = copy.deepcopy(TINY_VIDEO)
+    raw["logging"] = {"folder": str(folder), "write_tag": "jepa"}
+    raw["data"]["root_path"] = str(data_root)
+    path = folder.parent / f"{folder.name}.yaml"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw))
+    return load_pretrain_config(path, list(overrides))
+
+
+def test_video_pretraining_uses_one_mask_set_per_config_and_resumes_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(app.pretrain, "MOVING_DIGITS_VIDEOS", 12)
+    data = tmp_path / "clips"
+    a = Pretrainer(tiny_video_config(tmp_path / "a", data, "model.drop_path_rate=0.1"))
+    assert a.model.predictor.num_mask_tokens == 2 and a.model.encoder.is_video
+    (x, _, _), masks_enc, masks_pred = next(iter(a.loader))
+    assert x.shape == (4, 3, 4, 32, 32) and len(masks_enc) == len(masks_pred) == 2
+    sets = app.pretrain.mask_sets(a.cfg, masks_enc, masks_pred)
+    assert [(len(e), len(p)) for e, p in sets] == [(1, 1), (1, 1)]
+    a.train(max_steps=5)
+    Pretrainer(tiny_video_config(tmp_path / "b", data, "model.drop_path_rate=0.1")).train(max_steps=2)
+    b = Pretrainer(tiny_video_config(tmp_path / "b", data, "model.drop_path_rate=0.1", "meta.load_checkpoint=true"))
+    b.train(max_steps=5)
+    for name in ("encoder", "predictor", "target_encoder"):
+        assert_same(getattr(a.model, name).state_dict(), getattr(b.model, name).state_dict(), name)
