@@ -409,3 +409,16 @@ def test_from_dict_errors_name_the_key(data, expected):
         from_dict(Outer, data)
     for text in expected:
         assert text in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["vitl16", "vith16", "vith16_384"])
+def test_our_vjepa_recipes_match_the_official_files(name):
+    path = OFFICIAL / "jepa" / "configs" / "pretrain" / f"{name}.yaml"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    ours = to_dict(load_pretrain_config(ROOT / "configs" / "pretrain" / f"vjepa_{name}.yaml"))
+    theirs = to_dict(load_pretrain_config(path))
+    for section in ("model", "optimization", "mask", "loss", "data_aug"):
+        assert ours[section] == theirs[section], section
+    for key in ("batch_size", "crop_size", "num_frames", "sampling_rate", "tubelet_size", "patch_size"):
+        assert ours["data"][key] == theirs["data"][key], key
