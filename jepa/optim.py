@@ -7,18 +7,24 @@ from torch import nn
 
 
 def param_groups(modules: Iterable[nn.Module]) -> list[dict]:
-    """Two groups over the trainable parameters of ``modules``: decayed weights and ``WD_exclude`` ones
-    (names containing ``bias`` or 1-D tensors), as the official code splits them. Frozen tensors are left out."""
-    decay, no_decay = [], []
-    for module in modules:
-        for name, p in module.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if "bias" in name or p.dim() == 1 else decay).append(p)
-    return [
-        {"params": decay, "WD_exclude": False},
-        {"params": no_decay, "WD_exclude": True, "weight_decay": 0.0},
+    """The official AdamW groups: for each module its decayed weights, then for each module its ``WD_exclude``
+    parameters (names containing ``bias``, or 1-D tensors such as norm weights) with weight decay 0.
+
+    The layout (group order and membership, frozen tensors such as ``pos_embed`` included, as the official code
+    does; AdamW skips them since they get no gradient) matches the official optimizers, so the ``opt`` state of
+    an official checkpoint loads into ours and ours into theirs.
+    """
+    modules = list(modules)
+    decay = [
+        {"params": [p for n, p in m.named_parameters() if "bias" not in n and p.dim() != 1], "WD_exclude": False}
+        for m in modules
     ]
+    no_decay = [
+        {"params": [p for n, p in m.named_parameters() if "bias" in n or p.dim() == 1], "WD_exclude": True,
+         "weight_decay": 0.0}
+        for m in modules
+    ]  # fmt: skip
+    return decay + no_decay
 
 
 def make_adamw(modules: Iterable[nn.Module], betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:

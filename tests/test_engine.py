@@ -132,36 +132,28 @@ def test_schedules_reach_their_ends_at_the_last_update_without_ipe_scale():
     assert s.momentum_at(last) == pytest.approx(0.996 + last / (last + 1) * 0.004)
 
 
-def named_trainables(modules) -> dict[int, tuple[str, torch.nn.Parameter]]:
-    return {
-        id(p): (f"{i}.{name}", p) for i, m in enumerate(modules) for name, p in m.named_parameters() if p.requires_grad
-    }
-
-
-def test_param_groups_split_weight_decay():
+def test_param_groups_follow_the_official_layout():
+    """[encoder decay, predictor decay, encoder no-decay, predictor no-decay], every parameter once (frozen ones
+    too, as the official code lists them), biases and 1-D tensors without weight decay."""
     modules = [make_encoder(), make_predictor()]
     groups = param_groups(modules)
-    assert [g["WD_exclude"] for g in groups] == [False, True]
-    assert groups[1]["weight_decay"] == 0.0
-    trainable = named_trainables(modules)
+    assert [g["WD_exclude"] for g in groups] == [False, False, True, True]
+    assert groups[2]["weight_decay"] == groups[3]["weight_decay"] == 0.0
+    for k, group in enumerate(groups):
+        module = modules[k % 2]
+        expected = [p for n, p in module.named_parameters() if ("bias" in n or p.dim() == 1) == group["WD_exclude"]]
+        assert [id(p) for p in group["params"]] == [id(p) for p in expected]
     counts = Counter(id(p) for g in groups for p in g["params"])
-    assert set(counts) == set(trainable) and set(counts.values()) == {1}
-    for group in groups:
-        assert group["params"]
-        for p in group["params"]:
-            name, _ = trainable[id(p)]
-            assert group["WD_exclude"] == ("bias" in name or p.dim() == 1), name
-    frozen = [p for m in modules for p in m.parameters() if not p.requires_grad]
-    assert frozen and modules[0].pos_embed is not None and not modules[0].pos_embed.requires_grad
-    assert not {id(p) for p in frozen} & set(counts)
+    assert set(counts) == {id(p) for m in modules for p in m.parameters()} and set(counts.values()) == {1}
+    assert id(modules[0].pos_embed) in {id(p) for p in groups[0]["params"]}  # frozen, listed, never updated
 
 
 def test_set_hyperparams_leaves_excluded_groups_without_decay():
     optimizer = make_adamw([make_encoder(), make_predictor()], betas=(0.9, 0.95))
     for lr, wd in [(0.123, 0.05), (1e-5, 0.4)]:
         set_hyperparams(optimizer, lr, wd)
-        assert [g["lr"] for g in optimizer.param_groups] == [lr, lr]
-        assert [g["weight_decay"] for g in optimizer.param_groups] == [wd, 0.0]
+        assert [g["lr"] for g in optimizer.param_groups] == [lr] * 4
+        assert [g["weight_decay"] for g in optimizer.param_groups] == [wd, wd, 0.0, 0.0]
         assert all(g["betas"] == (0.9, 0.95) for g in optimizer.param_groups)
 
 
