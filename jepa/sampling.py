@@ -25,20 +25,18 @@ def mix_seed(*values: int) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") & (2**63 - 1)
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, sample_seed)`` for one epoch of this rank's share of the data.
+class _EpochDraws(Sampler[tuple[int, int]]):
+    """What both samplers share: ``length`` draws per epoch split across ranks (each gets ``length // world_size``,
+    every ``world_size``-th draw), and :meth:`set_epoch` choosing the epoch and how many of this rank's draws were
+    already consumed (a resumed run continues mid-epoch)."""
 
-    The order is a permutation seeded by ``(seed, epoch)`` (or the identity without ``shuffle``), split across
-    ``world_size`` ranks (each gets ``len // world_size`` samples). :meth:`set_epoch` selects the epoch and the
-    number of this rank's samples already consumed, so a resumed run continues mid-epoch.
-    """
-
-    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, length: int, seed: int, rank: int, world_size: int) -> None:
         if length < world_size:
-            raise ValueError(f"a data set of {length} samples cannot be split over {world_size} ranks")
+            raise ValueError(f"{length} samples per epoch cannot be split over {world_size} ranks")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.length = length
         self.seed = seed
-        self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
@@ -51,15 +49,31 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def __len__(self) -> int:
         return self.length // self.world_size - self.start
 
+    def _mine(self, draws: torch.Tensor) -> torch.Tensor:
+        """This rank's not yet consumed share of an epoch's ``draws`` (one per position)."""
+        share = self.length // self.world_size
+        return draws[self.rank : share * self.world_size : self.world_size][self.start :]
+
+
+class EpochSampler(_EpochDraws):
+    """Yields ``(index, sample_seed)`` for one epoch of this rank's share of the data.
+
+    The order is a permutation seeded by ``(seed, epoch)`` (or the identity without ``shuffle``), split across
+    ``world_size`` ranks (each gets ``len // world_size`` samples). :meth:`set_epoch` selects the epoch and the
+    number of this rank's samples already consumed, so a resumed run continues mid-epoch.
+    """
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(length, seed, rank, world_size)
+        self.shuffle = shuffle
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
             g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
             order = torch.randperm(self.length, generator=g)
         else:
             order = torch.arange(self.length)
-        share = self.length // self.world_size
-        mine = order[self.rank : share * self.world_size : self.world_size][self.start :]
-        for index in mine.tolist():
+        for index in self._mine(order).tolist():
             yield index, mix_seed(self.seed, self.epoch, index)
 
 
@@ -87,7 +101,7 @@ class SeededDataset(Dataset):
         return (*sample[:-1], seed)
 
 
-class WeightedEpochSampler(Sampler[tuple[int, int]]):
+class WeightedEpochSampler(_EpochDraws):
     """Yields ``(index, sample_seed)``: ``length`` indices drawn with replacement in proportion to ``weights``.
 
     The draws of an epoch come from a generator seeded by ``mix_seed(seed, epoch)``, and the ``p``-th draw of the
@@ -116,26 +130,9 @@ class WeightedEpochSampler(Sampler[tuple[int, int]]):
             raise ValueError(f"weights must be a non-empty 1D sequence, got shape {tuple(w.shape)}")
         if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise ValueError("weights must be finite, >= 0 and not all 0")
-        length = len(w) if length is None else length
-        if length < world_size:
-            raise ValueError(f"{length} draws per epoch cannot be split over {world_size} ranks")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        super().__init__(len(w) if length is None else length, seed, rank, world_size)
         self.cdf = torch.cumsum(w, 0)
         self.last_positive = int(torch.nonzero(w > 0)[-1])
-        self.length = length
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch = epoch
-        self.start = start
-
-    def __len__(self) -> int:
-        return self.length // self.world_size - self.start
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
@@ -143,6 +140,6 @@ class WeightedEpochSampler(Sampler[tuple[int, int]]):
         u = torch.rand(share * self.world_size, generator=g, dtype=torch.float64) * self.cdf[-1]
         # Inverse-CDF sampling (torch.multinomial stops at 2**24 categories); right=True skips zero weights.
         drawn = torch.searchsorted(self.cdf, u, right=True).clamp_(max=self.last_positive)
-        positions = range(self.rank, share * self.world_size, self.world_size)[self.start :]
-        for p in positions:
+        positions = self._mine(torch.arange(len(drawn)))
+        for p in positions.tolist():
             yield int(drawn[p]), mix_seed(self.seed, self.epoch, p)

@@ -5,7 +5,6 @@ mapping, the model named under ``meta``) are recognised and mapped onto the same
 """
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -306,7 +305,3 @@ def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -
 def dump_config(cfg: Any) -> str:
     """The resolved config as YAML (what a run writes next to its outputs)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def replace(cfg: Any, **changes: Any) -> Any:
-    return dataclasses.replace(cfg, **changes)
