@@ -12,7 +12,6 @@ import math
 import random
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from jepa.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from jepa.config import PretrainConfig, dump_config, to_dict
 from jepa.config.pretrain import ImageMaskConfig
 from jepa.logging_utils import CSVLogger
-from jepa.meta_arch import JEPA
+from jepa.meta_arch import JEPA, JEPAOutput
 from jepa.models import VisionTransformer, VisionTransformerPredictor, build_encoder, vit_predictor
 from jepa.optim import make_adamw, set_hyperparams
 from jepa.sampling import EpochSampler, SeededDataset, WeightedEpochSampler
@@ -204,14 +203,6 @@ def _memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-@dataclass
-class StepResult:
-    loss: torch.Tensor
-    loss_pred: torch.Tensor
-    loss_reg: torch.Tensor
-    target_pooled: torch.Tensor
-
-
 class Pretrainer:
     """Owns one run: model, optimizer, data, schedules, logging and checkpoints in ``cfg.logging.folder``."""
 
@@ -354,7 +345,7 @@ class Pretrainer:
             )
 
     # -- training ----------------------------------------------------------------------------------------------
-    def train_step(self, x: torch.Tensor, mask_sets: list) -> StepResult:
+    def train_step(self, x: torch.Tensor, mask_sets: list) -> JEPAOutput:
         """One update: schedules -> autocast forward -> backward -> clip -> AdamW -> EMA."""
         s, i = self.schedules, self.step
         set_hyperparams(self.optimizer, s.lr_at(i), s.wd_at(i))
@@ -380,7 +371,7 @@ class Pretrainer:
         self.model.update_target(s.momentum_at(i))
         self.nonfinite |= ~torch.isfinite(loss.detach())
         self.step += 1
-        return StepResult(loss.detach(), out.loss_pred.detach(), out.loss_reg.detach(), out.target_pooled)
+        return JEPAOutput(loss.detach(), out.loss_pred.detach(), out.loss_reg.detach(), out.target_pooled)
 
     def _batches(self, max_steps: int):
         while self.step < max_steps:
