@@ -231,3 +231,20 @@ def _is_complete(manifest_path: Path, params: dict, csvs: tuple[Path, ...]) -> b
     if manifest.get("params") != params:
         return False
     return all(Path(v["path"]).is_file() for v in manifest.get("videos", []))
+
+
+# Clips generated for `dataset_type: moving_digits` (pretraining and probes share them): about 20 s, once.
+STANDARD_VIDEOS = {"train": 2000, "val": 500}
+
+
+def standard_moving_digits(
+    root_path: str | Path | None, *, num_frames: int, size: int, split: Literal["train", "val"]
+) -> tuple[Path, Path]:
+    """The standard moving-digit set of ``split`` (2,000 train / 500 val videos of ``num_frames`` frames of
+    ``size`` px) under ``root_path / "<num_frames>f_<size>px"`` (default root ``runs/data/moving_digits``),
+    generated on first use; returns its ``(digit CSV, motion CSV)``."""
+    root = Path(root_path or "runs/data/moving_digits") / f"{num_frames}f_{size}px"
+    digit_csv = make_moving_digits(
+        root, num_videos=STANDARD_VIDEOS[split], num_frames=num_frames, size=size, split=split
+    )
+    return digit_csv, digit_csv.with_name(f"{split}_motion.csv")

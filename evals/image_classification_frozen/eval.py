@@ -1,0 +1,64 @@
+"""Frozen image classification (ImageNet-1K, Places205, iNaturalist 2021, built-in digits).
+
+Data: ``root_path / image_folder / {train,val} / <class> / <image>`` (the official layout of all three), or the
+built-in ``digits`` / ``mnist5k``. Training uses timm's transform (random resized crop, flip, AutoAugment
+``original``, random erasing 0.25, bicubic); validation resizes the short side to ``resolution * 256 / 224`` and
+takes the centre crop. A video encoder sees each image as a static clip of ``pretrain.frames_per_clip`` frames.
+"""
+
+import torch
+from timm.data import create_transform
+
+from evals.loaders import train_loader, val_loader
+from evals.probing import run_eval
+from jepa.config.evals import EvalConfig
+from jepa.image.datasets import make_image_dataset
+from jepa.image.transforms import make_eval_transforms
+from jepa.transforms import IMAGENET_NORMALIZATION
+
+
+def make_train_transform(cfg: EvalConfig):
+    aug = cfg.data_aug
+    mean, std = IMAGENET_NORMALIZATION
+    return create_transform(
+        input_size=cfg.resolution,
+        is_training=True,
+        scale=tuple(aug.random_resize_scale),
+        ratio=tuple(aug.random_resize_aspect_ratio),
+        hflip=0.5 if aug.horizontal_flip in (None, True) else 0.0,
+        auto_augment="original" if aug.auto_augment else None,
+        interpolation="bicubic",
+        re_prob=aug.reprob,
+        re_mode="pixel",
+        re_count=1,
+        mean=mean,
+        std=std,
+    )
+
+
+def make_datasets(cfg: EvalConfig):
+    d = cfg.data
+    name = d.dataset_name.lower()
+    kind = name if name in ("digits", "mnist5k") else "imagefolder"
+    common = dict(root_path=d.root_path, image_folder=d.image_folder, image_size=cfg.resolution, seed=cfg.pretrain.seed)
+    train = make_image_dataset(kind, split="train", transform=make_train_transform(cfg), **common)
+    val = make_image_dataset(kind, split="val", transform=make_eval_transforms(cfg.resolution), **common)
+    num_classes = len(train.classes)
+    if len(val.classes) != num_classes:
+        raise ValueError(f"{d.dataset_name}: train has {num_classes} class folders but val has {len(val.classes)}")
+    return train, val, num_classes
+
+
+def make_data(cfg: EvalConfig, rank: int, world_size: int):
+    train, val, num_classes = make_datasets(cfg)
+    d = cfg.data
+    common = dict(
+        batch_size=cfg.optimization.batch_size, rank=rank, world_size=world_size, num_workers=d.num_workers,
+        pin_memory=d.pin_mem and torch.cuda.is_available(),
+    )  # fmt: skip
+    return train_loader(train, seed=cfg.pretrain.seed, **common), val_loader(val, **common), num_classes
+
+
+def main(cfg: EvalConfig, device: torch.device | str = "cpu", *, rank: int = 0, world_size: int = 1, resume=False):
+    """Run the eval; returns the results summary (also written to ``results.json``)."""
+    return run_eval(cfg, make_data, device, rank=rank, world_size=world_size, resume=resume)

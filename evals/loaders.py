@@ -1,0 +1,57 @@
+"""Data loaders of the evals: shuffled, seeded, per-rank training shares and exact per-rank validation shards."""
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from jepa.sampling import EpochSampler, SeededDataset
+
+
+def train_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    num_workers: int,
+    pin_memory: bool,
+    collate_fn: Callable | None = None,
+) -> DataLoader:
+    """Every rank gets ``len // world_size`` samples of a per-epoch permutation; each sample's augmentation is
+    seeded from ``(seed, epoch, index)``, so a resumed epoch sees the same crops. Ranks get equal batch counts."""
+    sampler = EpochSampler(len(dataset), seed, shuffle=True, rank=rank, world_size=world_size)
+    return DataLoader(
+        SeededDataset(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=False,
+        collate_fn=collate_fn,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def val_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    num_workers: int,
+    pin_memory: bool,
+    collate_fn: Callable | None = None,
+) -> DataLoader:
+    """Rank ``r`` evaluates samples ``r, r + world_size, ...``: every sample exactly once over all ranks (no
+    padding with repeats, which would bias the metrics)."""
+    return DataLoader(
+        Subset(dataset, range(rank, len(dataset), world_size)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=False,
+        collate_fn=collate_fn,
+    )

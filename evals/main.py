@@ -1,0 +1,90 @@
+"""Frozen-evaluation entry point.
+
+    python -m evals.main --fname configs/evals/k400.yaml [--devices cpu | cuda:0 [cuda:1 ...]] [--validate]
+                         [--set optimization.lr=5e-4 ...] [--resume]
+
+The config's ``eval_name`` picks the eval (``video_classification_frozen`` or ``image_classification_frozen``).
+Official V-JEPA eval YAML files are accepted unchanged. ``--validate`` loads and checks the config, prints it
+resolved and exits (0: valid, 1: not). ``--resume`` resumes the probes from ``<folder>/<write_tag>-latest.pth.tar``
+whatever ``resume_checkpoint`` says (what a requeued job does). ``--set pretrain.checkpoint=null`` evaluates a
+randomly initialised encoder, the baseline to compare a pretrained one with.
+"""
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from typing import Any
+
+import torch
+
+from jepa.config import ConfigError, dump_config
+from jepa.config.evals import EvalConfig, load_eval_config
+from jepa.logging_utils import setup_logging
+
+logger = logging.getLogger("evals.main")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m evals.main", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--fname", required=True, help="eval YAML config")
+    parser.add_argument("--devices", nargs="+", default=None, help="cpu | cuda:0 [cuda:1 ...] (default: what is there)")
+    parser.add_argument("--validate", action="store_true", help="check the config, print it resolved, exit")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="override keys")
+    parser.add_argument("--resume", action="store_true", help="resume the probes from the latest checkpoint")
+    return parser.parse_args(argv)
+
+
+def run(cfg: EvalConfig, device: torch.device | str, *, rank: int = 0, world_size: int = 1, resume: bool = False):
+    """Run the eval ``cfg.eval_name`` names on ``device``; returns its results summary."""
+    module = importlib.import_module(f"evals.{cfg.eval_name}")
+    return module.main(cfg, device, rank=rank, world_size=world_size, resume=resume)
+
+
+def _print_summary(summary: dict[str, Any], folder: str) -> None:
+    print(
+        f"done: {summary['eval_name']} ({summary['tag']}), encoder {summary['encoder_checkpoint'] or 'random init'}: "
+        f"top-1 {summary['top1']:.2f}%, top-5 {summary['top5']:.2f}% over {summary['val_samples']} val samples "
+        f"(probe {summary['best_probe']} of {len(summary['probes'])}); results in {folder}"
+    )
+    if len(summary["probes"]) > 1:
+        rows = [{k: p[k] for k in ("probe", "lr", "weight_decay", "val_top1", "val_top5")} for p in summary["probes"]]
+        print(json.dumps(rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(stream=sys.stderr if args.validate else sys.stdout)
+    try:
+        cfg = load_eval_config(args.fname, args.overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 1
+    if args.validate:
+        print(dump_config(cfg), end="")
+        print(f"# {args.fname}: valid", file=sys.stderr)
+        return 0
+    from app.main import pick_devices
+
+    devices = pick_devices(args.devices)
+    if len(devices) > 1:
+        from jepa.distributed import spawn
+
+        spawn(_run_on_rank, devices, cfg, args.resume)
+        return 0
+    summary = run(cfg, devices[0], resume=args.resume)
+    _print_summary(summary, str(cfg.output_folder))
+    return 0
+
+
+def _run_on_rank(rank: int, world_size: int, device: torch.device, cfg: EvalConfig, resume: bool) -> None:
+    summary = run(cfg, device, rank=rank, world_size=world_size, resume=resume)
+    if rank == 0:
+        _print_summary(summary, str(cfg.output_folder))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+"""The frozen-evaluation engine both evals share: attentive probes trained on the tokens of a frozen encoder.
+
+An eval supplies an *encode* function mapping a batch to ``(tokens, labels)`` with ``tokens`` of shape
+``[V, B, N, D]``: ``V`` probe inputs per sample (spatial views, or views x segments when segments are probed one
+by one), each of ``N`` tokens. Every probe classifies each of the ``V`` inputs; its prediction for a sample is the
+softmax averaged over them. Several probes (``optimization.multihead_kwargs``) train at once on the same
+features, each with its own learning-rate and weight-decay schedule; features are computed once per batch, without
+gradients.
+
+Metrics (top-1, top-5, loss) are sums over the whole split, reduced across ranks, divided by the number of samples
+seen: not a mean of per-batch means. Outputs in the eval's folder: ``<write_tag>-latest.pth.tar`` (probes,
+optimizers, epoch; the official layout), ``results.csv`` (one row per probe per epoch) and ``results.json``.
+"""
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jepa.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, strip_prefixes
+from jepa.config.evals import EvalConfig, ProbeOptimConfig
+from jepa.config.strict import to_dict
+from jepa.logging_utils import CSVLogger
+from jepa.models import AttentiveClassifier
+from jepa.schedules import Schedules
+
+logger = logging.getLogger(__name__)
+
+Encode = Callable[[Any], tuple[Tensor, Tensor]]
+CSV_COLUMNS = ["epoch", "probe", "lr", "weight_decay", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
+
+
+# -- metrics ----------------------------------------------------------------------------------------------------
+def average_views(logits: Tensor) -> Tensor:
+    """Class probabilities ``[..., B, C]`` from logits ``[..., V, B, C]``: the softmax averaged over the views."""
+    return logits.float().softmax(dim=-1).mean(dim=-3)
+
+
+def topk_correct(probs: Tensor, labels: Tensor, k: int) -> Tensor:
+    """How many rows of ``probs`` ``[..., B, C]`` rank their label among the ``k`` highest (``k`` is capped at
+    ``C``); returns ``[...]``. Ties are broken by ``torch.topk``."""
+    k = min(k, probs.shape[-1])
+    top = probs.topk(k, dim=-1).indices
+    return (top == labels.unsqueeze(-1)).any(dim=-1).sum(dim=-1)
+
+
+class SplitMetrics:
+    """Sums of (top-1 hits, top-5 hits, loss, samples) per probe over a split; :meth:`reduce` adds up the ranks."""
+
+    def __init__(self, num_probes: int, device: torch.device) -> None:
+        self.sums = torch.zeros(num_probes, 4, dtype=torch.float64, device=device)
+
+    def update(self, probs: Tensor, labels: Tensor, loss_sums: Tensor) -> None:
+        """``probs`` ``[K, B, C]``, ``labels`` ``[B]``, ``loss_sums`` ``[K]`` (loss summed over the batch)."""
+        self.sums[:, 0] += topk_correct(probs, labels, 1)
+        self.sums[:, 1] += topk_correct(probs, labels, 5)
+        self.sums[:, 2] += loss_sums.detach().double()
+        self.sums[:, 3] += labels.numel()
+
+    def reduce(self) -> "SplitMetrics":
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.sums)
+        return self
+
+    @property
+    def count(self) -> int:
+        return int(self.sums[0, 3])
+
+    def results(self) -> list[dict[str, float]]:
+        """Per probe: ``top1`` and ``top5`` in percent and the mean ``loss``, over every sample seen."""
+        n = self.sums[:, 3].clamp(min=1)
+        top1, top5, loss = (100.0 * self.sums[:, 0] / n), (100.0 * self.sums[:, 1] / n), self.sums[:, 2] / n
+        return [
+            {"top1": float(a), "top5": float(b), "loss": float(c), "samples": self.count}
+            for a, b, c in zip(top1, top5, loss, strict=True)
+        ]
+
+
+# -- probes -----------------------------------------------------------------------------------------------------
+class ProbeBank(nn.Module):
+    """Several probes applied to the same tokens: ``[X, N, D] -> [K, X, C]``."""
+
+    def __init__(self, probes: Iterable[nn.Module]) -> None:
+        super().__init__()
+        self.probes = nn.ModuleList(probes)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return torch.stack([probe(tokens) for probe in self.probes])
+
+
+def decays(name: str, shape: torch.Size | tuple[int, ...]) -> bool:
+    """Whether weight decay applies to a parameter: not to biases and 1-D parameters (the official rule)."""
+    return "bias" not in name and len(shape) != 1
+
+
+def _grouped_names(named: Iterable[tuple[str, torch.Size | tuple[int, ...]]]) -> list[str]:
+    """Parameter names in optimizer order: the decayed group, then the rest (the official two groups)."""
+    named = list(named)
+    return [n for n, s in named if decays(n, s)] + [n for n, s in named if not decays(n, s)]
+
+
+def make_probe_optimizer(probe: nn.Module, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+    """AdamW with the official two groups: decayed weights, then biases and 1-D parameters (never decayed)."""
+    named = list(probe.named_parameters())
+    return torch.optim.AdamW(
+        [
+            {"params": [p for n, p in named if decays(n, p.shape)]},
+            {"params": [p for n, p in named if not decays(n, p.shape)], "weight_decay": 0.0, "WD_exclude": True},
+        ],
+        betas=betas,
+    )
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, state: dict, file_keys: list[tuple[str, tuple[int, ...]]], probe: nn.Module
+) -> None:
+    """Load an optimizer state saved for a probe whose state dict had ``file_keys`` (name, shape) in order.
+
+    An official V-JEPA 1 probe carries a cross-attention output projection its code never applied (our probe has
+    none), so its optimizer numbered more parameters: the state is matched by parameter name instead of position.
+    """
+    ours = _grouped_names((n, p.shape) for n, p in probe.named_parameters())
+    theirs = _grouped_names(file_keys)
+    if ours == theirs:
+        optimizer.load_state_dict(state)
+        return
+    position = {name: i for i, name in enumerate(ours)}
+    missing = [n for n in ours if n not in theirs]
+    if missing:
+        raise CheckpointError(f"optimizer state lacks parameters {missing}")
+    remapped = {position[theirs[i]]: v for i, v in state["state"].items() if theirs[i] in position}
+    groups, first = [], 0
+    for group, ours_group in zip(state["param_groups"], optimizer.param_groups, strict=True):
+        kept = [position[theirs[i]] for i in group["params"] if theirs[i] in position]
+        if len(kept) != len(ours_group["params"]):
+            raise CheckpointError("optimizer state groups do not match the probe's parameter groups")
+        groups.append({**group, "params": list(range(first, first + len(kept)))})
+        first += len(kept)
+    # Positions were assigned in group order, so renumbering group by group keeps them aligned.
+    optimizer.load_state_dict({"state": remapped, "param_groups": groups})
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train: list[dict[str, float]]
+    val: list[dict[str, float]]
+
+
+class ProbeTrainer:
+    """Trains the probes of one eval on a frozen encoder's tokens, with checkpoints, CSV/JSON results and resume.
+
+    Args:
+        cfg: the eval config.
+        encode: batch -> ``(tokens [V, B, N, D], labels [B])`` (called under ``torch.no_grad``).
+        train_loader, val_loader: iterables of batches; ``train_loader.sampler.set_epoch`` is called when present.
+        embed_dim, num_heads: width of the tokens and the probe's heads (default: the encoder's).
+        num_classes: classes of the task.
+        device: where probes live.
+        rank, world_size: this process in the group (probes are wrapped in DDP when ``world_size > 1``).
+        encoder_source: the encoder's checkpoint (None: random init), for the results.
+    """
+
+    def __init__(
+        self,
+        cfg: EvalConfig,
+        encode: Encode,
+        train_loader: Iterable,
+        val_loader: Iterable,
+        *,
+        embed_dim: int,
+        num_heads: int,
+        num_classes: int,
+        device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
+        encoder_source: str | None = None,
+        log_freq: int = 10,
+    ) -> None:
+        self.cfg = cfg
+        self.encode = encode
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.device = device
+        self.rank = rank
+        self.world_size = world_size
+        self.encoder_source = encoder_source
+        self.log_freq = log_freq
+        self.folder = cfg.output_folder
+        self.tag = cfg.pretrain.write_tag
+        opt = cfg.optimization
+        self.hparams: list[ProbeOptimConfig] = opt.probes
+        self.ipe = len(train_loader)
+        if self.ipe == 0:
+            raise ValueError("the training split yields no batch on this rank")
+        probe_kwargs = dict(
+            embed_dim=embed_dim,
+            num_heads=cfg.classifier.num_heads or num_heads,
+            depth=cfg.classifier.num_probe_blocks,
+            num_classes=num_classes,
+            blocks_on_queries=cfg.classifier.blocks_on_queries,
+            use_sdpa=cfg.pretrain.use_sdpa,
+        )
+        self.bank = ProbeBank(AttentiveClassifier(**probe_kwargs) for _ in self.hparams).to(device)
+        self.optimizers = [make_probe_optimizer(p, opt.betas) for p in self.bank.probes]
+        self.schedules = [
+            Schedules(
+                ipe=self.ipe,
+                epochs=opt.num_epochs,
+                ipe_scale=1.0,
+                warmup_epochs=h.warmup,
+                start_lr=h.start_lr,
+                lr=h.lr,
+                final_lr=h.final_lr,
+                weight_decay=h.weight_decay,
+                final_weight_decay=h.final_weight_decay,
+                ema=(1.0, 1.0),
+            )  # fmt: skip
+            for h in self.hparams
+        ]
+        self.model: nn.Module = self.bank
+        if world_size > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.bank, device_ids=ids, static_graph=True)
+        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=opt.use_bfloat16)
+        self.epoch = 0
+        self.history: list[EpochResult] = []
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    @property
+    def latest_path(self) -> Path:
+        return self.folder / f"{self.tag}-latest.pth.tar"
+
+    def state_dict(self) -> dict[str, Any]:
+        """The official probe layout (``classifier``, ``opt``, ``scaler``, ``epoch``, ...) with every probe under
+        ``classifiers`` (V-JEPA 2's key) and ``classifier`` the best one on validation so far."""
+        best = self.best_probe()
+        return {
+            "classifier": self.bank.probes[best].state_dict(),
+            "classifiers": [p.state_dict() for p in self.bank.probes],
+            "opt": [o.state_dict() for o in self.optimizers],
+            "scaler": None,
+            "epoch": self.epoch,
+            "batch_size": self.cfg.optimization.batch_size,
+            "world_size": self.world_size,
+            "lr": self.hparams[best].lr,
+            "best_probe": best,
+            "history": [vars(h) for h in self.history],
+            "probe_hparams": [to_dict(h) for h in self.hparams],
+            "config": to_dict(self.cfg),
+        }
+
+    def save(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        return save_checkpoint(self.state_dict(), self.latest_path)
+
+    def load(self, path: str | Path) -> None:
+        """Resume from a probe checkpoint: ours, or an official V-JEPA 1 (``classifier``) / V-JEPA 2
+        (``classifiers``) one."""
+        ckpt = read_checkpoint(path)
+        if "classifiers" in ckpt:
+            states, opts = ckpt["classifiers"], ckpt.get("opt")
+        elif "classifier" in ckpt:
+            states, opts = [ckpt["classifier"]], [ckpt.get("opt")]
+        else:
+            raise CheckpointError(
+                f"{path}: no 'classifier' or 'classifiers' in a probe checkpoint; keys {sorted(ckpt)}"
+            )
+        if not isinstance(opts, list):
+            opts = [opts]
+        if len(states) != len(self.bank.probes):
+            raise CheckpointError(
+                f"{path} holds {len(states)} probe(s) but the config trains {len(self.bank.probes)} "
+                "(optimization.multihead_kwargs)"
+            )
+        from jepa.checkpoint import load_strict
+
+        for i, (probe, state) in enumerate(zip(self.bank.probes, states, strict=True)):
+            state = strip_prefixes(state)
+            load_strict(probe, state, f"{path} [classifier {i}]")
+            if i < len(opts) and opts[i] is not None:
+                keys = [(k, tuple(v.shape)) for k, v in state.items()]
+                load_optimizer_state(self.optimizers[i], opts[i], keys, probe)
+            else:
+                logger.warning("%s: no optimizer state for probe %d; its AdamW moments start from zero", path, i)
+        self.epoch = int(ckpt.get("epoch", 0))
+        self.history = [EpochResult(**h) for h in ckpt.get("history", [])]
+        logger.info("resumed probes from %s after epoch %d", path, self.epoch)
+
+    def maybe_resume(self, force: bool = False) -> None:
+        if not (self.cfg.resume_checkpoint or force):
+            return
+        if self.latest_path.is_file():
+            self.load(self.latest_path)
+        else:
+            logger.info(
+                "resume requested but %s does not exist yet: training the probes from scratch", self.latest_path
+            )
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def best_probe(self) -> int:
+        """The probe with the highest validation top-1 at the last evaluated epoch (0 before any)."""
+        if not self.history:
+            return 0
+        val = self.history[-1].val
+        return max(range(len(val)), key=lambda k: val[k]["top1"])
+
+    def _set_hparams(self, step: int) -> list[tuple[float, float]]:
+        values = []
+        for optimizer, schedule in zip(self.optimizers, self.schedules, strict=True):
+            lr, wd = schedule.lr_at(step), schedule.wd_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+                if not group.get("WD_exclude", False):
+                    group["weight_decay"] = wd
+            values.append((lr, wd))
+        return values
+
+    def _forward(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """Probe logits ``[K, V, B, C]`` (float32) and labels ``[B]`` of one batch."""
+        with torch.no_grad(), torch.autocast(**self.autocast):
+            tokens, labels = self.encode(batch)
+        views, batch_size = tokens.shape[:2]
+        with torch.autocast(**self.autocast):
+            logits = self.model(tokens.flatten(0, 1))
+        return logits.float().unflatten(1, (views, batch_size)), labels.to(self.device)
+
+    @staticmethod
+    def _losses(logits: Tensor, labels: Tensor) -> Tensor:
+        """Per probe, cross-entropy summed over the batch and averaged over the views: ``[K]``."""
+        k, v, b, c = logits.shape
+        ce = F.cross_entropy(logits.reshape(-1, c), labels.repeat(k * v), reduction="none")
+        return ce.view(k, v, b).mean(dim=1).sum(dim=1)
+
+    def train_epoch(self) -> list[dict[str, float]]:
+        self.model.train()
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+        metrics = SplitMetrics(len(self.optimizers), self.device)
+        clip = self.cfg.optimization.clip_grad
+        start = time.perf_counter()
+        for itr, batch in enumerate(self.train_loader):
+            step = self.epoch * self.ipe + itr
+            hparams = self._set_hparams(step)
+            logits, labels = self._forward(batch)
+            loss_sums = self._losses(logits, labels)
+            (loss_sums.sum() / labels.numel()).backward()
+            for probe, optimizer in zip(self.bank.probes, self.optimizers, strict=True):
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(probe.parameters(), clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            metrics.update(average_views(logits.detach()), labels, loss_sums)
+            if (itr + 1) % self.log_freq == 0 or itr + 1 == self.ipe:
+                self._progress("train", itr + 1, self.ipe, start, metrics, hparams[0][0])
+        return metrics.reduce().results()
+
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable | None = None) -> list[dict[str, float]]:
+        """Top-1 / top-5 / loss of every probe over the validation split (all ranks together)."""
+        loader = self.val_loader if loader is None else loader
+        self.model.eval()
+        metrics = SplitMetrics(len(self.optimizers), self.device)
+        total = len(loader) if hasattr(loader, "__len__") else 0
+        start = time.perf_counter()
+        for itr, batch in enumerate(loader):
+            logits, labels = self._forward(batch)
+            probs = average_views(logits)
+            nll = -probs.gather(-1, labels.expand(probs.shape[0], -1).unsqueeze(-1)).clamp(min=1e-12).log()
+            metrics.update(probs, labels, nll.squeeze(-1).sum(dim=-1))
+            if (itr + 1) % self.log_freq == 0 or itr + 1 == total:
+                self._progress("val", itr + 1, total, start, metrics)
+        return metrics.reduce().results()
+
+    def _progress(
+        self, split: str, done: int, total: int, start: float, metrics: SplitMetrics, lr: float | None = None
+    ) -> None:
+        if self.rank != 0:
+            return
+        elapsed = time.perf_counter() - start
+        rate = done / max(elapsed, 1e-9)
+        eta = (total - done) / rate if total else math.nan
+        n = max(int(metrics.sums[0, 3]), 1)
+        top1 = 100.0 * float(metrics.sums[:, 0].max()) / n
+        extra = f" lr {lr:.2e}" if lr is not None else ""
+        logger.info(
+            "epoch %d/%d %s [%d/%d] %.2f it/s, eta %.0f s, best top-1 so far (this rank) %.2f%%%s",
+            self.epoch + 1, self.cfg.optimization.num_epochs, split, done, total, rate, eta, top1, extra,
+        )  # fmt: skip
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        """Train (resuming when asked), evaluate after every epoch, write CSV/JSON; returns the summary."""
+        self.maybe_resume(force=resume)
+        csv = None
+        if self.rank == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            csv = CSVLogger(self.folder / "results.csv", CSV_COLUMNS, append=self.epoch > 0)
+            csv.drop_rows_after("epoch", self.epoch)
+        num_epochs = self.cfg.optimization.num_epochs
+        if self.epoch >= num_epochs:
+            logger.info("probes already trained for %d epochs: evaluating only", self.epoch)
+        while self.epoch < num_epochs:
+            train = self.train_epoch()
+            val = self.evaluate()
+            last_step = (self.epoch + 1) * self.ipe - 1
+            self.history.append(EpochResult(self.epoch + 1, train, val))
+            self.epoch += 1
+            if csv is not None:
+                for k, (t, v) in enumerate(zip(train, val, strict=True)):
+                    lr, wd = self.schedules[k].lr_at(last_step), self.schedules[k].wd_at(last_step)
+                    csv.log(
+                        epoch=self.epoch, probe=k, lr=lr, weight_decay=wd, train_loss=t["loss"], train_top1=t["top1"],
+                        val_loss=v["loss"], val_top1=v["top1"], val_top5=v["top5"],
+                    )  # fmt: skip
+            best = self.best_probe()
+            if self.rank == 0:
+                logger.info(
+                    "[epoch %d] train top-1 %.2f%%  val top-1 %.2f%%  top-5 %.2f%%  (probe %d of %d)",
+                    self.epoch, train[best]["top1"], val[best]["top1"], val[best]["top5"], best, len(val),
+                )  # fmt: skip
+            self.save()
+            self.write_summary()
+        if not self.history:
+            self.history.append(EpochResult(self.epoch, [], self.evaluate()))
+        return self.write_summary()
+
+    def summary(self) -> dict[str, Any]:
+        best = self.best_probe()
+        last = self.history[-1] if self.history else None
+        probes = []
+        for k, h in enumerate(self.hparams):
+            row = {"probe": k, **to_dict(h)}
+            if last is not None:
+                row.update({f"val_{m}": last.val[k][m] for m in ("top1", "top5", "loss")})
+                row["best_epoch_val_top1"] = max(e.val[k]["top1"] for e in self.history)
+            probes.append(row)
+        return {
+            "eval_name": self.cfg.eval_name,
+            "tag": self.cfg.tag,
+            "encoder_checkpoint": self.encoder_source,
+            "random_init_encoder": self.encoder_source is None,
+            "epochs": self.epoch,
+            "world_size": self.world_size,
+            "val_samples": last.val[best]["samples"] if last else None,
+            "best_probe": best,
+            "top1": last.val[best]["top1"] if last else None,
+            "top5": last.val[best]["top5"] if last else None,
+            "probes": probes,
+            "config": to_dict(self.cfg),
+        }
+
+    def write_summary(self) -> dict[str, Any]:
+        summary = self.summary()
+        if self.rank == 0:
+            path = self.folder / "results.json"
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+            tmp.replace(path)
+        return summary
+
+
+def run_eval(
+    cfg: EvalConfig,
+    make_data: Callable[[EvalConfig, int, int], tuple[Iterable, Iterable, int]],
+    device: torch.device | str = "cpu",
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """One frozen eval end to end: encoder, data (``make_data(cfg, rank, world_size) -> (train, val,
+    num_classes)``), probes, training, results. ``resume`` forces resuming (a requeued job)."""
+    from evals.encoder import FrozenTokens, build_frozen_encoder, make_encode
+
+    device = torch.device(device)
+    torch.manual_seed(cfg.pretrain.seed)
+    encoder, source = build_frozen_encoder(cfg)
+    tokens = FrozenTokens(
+        encoder.to(device),
+        attend_across_segments=cfg.optimization.attend_across_segments,
+        image_frames=cfg.pretrain.frames_per_clip,
+    )
+    train, val, num_classes = make_data(cfg, rank, world_size)
+    if cfg.data.num_classes is not None and cfg.data.num_classes != num_classes:
+        raise ValueError(f"data.num_classes is {cfg.data.num_classes} but the data set has {num_classes} classes")
+    if rank == 0:
+        logger.info(
+            "%s: encoder %s (%s), %d classes, %d probe(s), %d train batches per epoch on each of %d rank(s)",
+            cfg.eval_name, source or "random init", type(encoder).__name__, num_classes, len(cfg.optimization.probes),
+            len(train), world_size,
+        )  # fmt: skip
+    trainer = ProbeTrainer(
+        cfg, make_encode(tokens, device), train, val, embed_dim=tokens.embed_dim, num_heads=tokens.num_heads,
+        num_classes=num_classes, device=device, rank=rank, world_size=world_size, encoder_source=source,
+    )  # fmt: skip
+    return trainer.run(resume=resume)

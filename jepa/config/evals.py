@@ -1,0 +1,339 @@
+"""Frozen-evaluation config: the official V-JEPA eval schema (``eval_name``, ``tag``, ``data``, ``optimization``,
+``pretrain``), validated strictly.
+
+Where the official code reads a key other than the one the file sets, or reads it differently, we follow the key:
+
+* ``data.frame_step`` is the eval's frame step (the official video eval reads ``pretrain.frame_step`` instead and
+  silently uses 4); a ``pretrain.frame_step`` is still accepted and used when ``data.frame_step`` is absent.
+* ``optimization.use_bfloat16`` means bfloat16 autocast (the official evals run float16 with a loss scaler).
+* ``resolution``: the image evals read it from ``data``, the video evals from ``optimization``; either place is
+  accepted for both (two different values are an error).
+* ``pretrain.checkpoint: null`` evaluates a randomly initialised encoder (the baseline to compare with).
+
+Extensions beyond the official schema: ``optimization.multihead_kwargs`` (V-JEPA 2's name) trains several probes
+on the same features, one per entry of hyper-parameters, selected on validation; ``classifier`` sets the probe's
+heads and blocks; ``folder`` sets where outputs go (default: ``<pretrain.folder>/<eval_name>/<tag>``, as
+officially); the built-in data sets ``moving_digits`` (video) and ``digits`` / ``mnist5k`` (images) run anywhere.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from jepa.config.strict import ConfigError, apply_overrides, from_dict, ignored
+
+EVAL_NAMES = ("video_classification_frozen", "image_classification_frozen")
+VIDEO_DATASET_TYPES = ("videodataset", "moving_digits")
+IMAGE_DATASET_NAMES = ("imagenet", "inat21", "places205", "imagefolder", "digits", "mnist5k")
+
+
+@dataclass(kw_only=True)
+class EvalDataConfig:
+    """Video: annotation CSVs and clip geometry. Images: an ImageFolder root with ``train/`` and ``val/``."""
+
+    # -- video
+    dataset_type: str = "VideoDataset"  # VideoDataset | moving_digits
+    dataset_train: str | list[str] | None = None
+    dataset_val: str | list[str] | None = None
+    frames_per_clip: int = 16
+    num_segments: int = 1  # clips per video, spread over its length
+    num_views_per_segment: int = 1  # spatial crops per clip at validation
+    frame_step: int | None = None  # default 4
+    label: Literal["digit", "motion"] = "digit"  # moving_digits: which label to predict
+    decoder: Literal["auto", "decord", "pyav"] = "auto"
+    # -- images
+    dataset_name: str | None = None  # ImageNet | iNat21 | Places205 | ImageFolder | digits | mnist5k
+    root_path: str | None = None  # images: root_path / image_folder / {train,val}; moving_digits: where clips go
+    image_folder: str | None = None
+    # -- both
+    num_classes: int | None = None
+    resolution: int | None = None
+    num_workers: int = 8
+    pin_mem: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("frames_per_clip", "num_segments", "num_views_per_segment", "num_workers"):
+            if getattr(self, name) < (0 if name == "num_workers" else 1):
+                raise ConfigError(f"data.{name}: expected >= 1, got {getattr(self, name)}")
+        if self.frame_step is not None and self.frame_step < 1:
+            raise ConfigError(f"data.frame_step: expected >= 1, got {self.frame_step}")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise ConfigError(f"data.num_classes: expected >= 2, got {self.num_classes}")
+
+
+@dataclass(kw_only=True)
+class ProbeOptimConfig:
+    """One probe's optimisation: linear warmup ``start_lr -> lr`` over ``warmup`` epochs, cosine to ``final_lr``;
+    weight decay cosine from ``weight_decay`` to ``final_weight_decay``."""
+
+    lr: float = 1e-3
+    start_lr: float | None = None  # default: lr
+    final_lr: float = 0.0
+    warmup: float = 0.0  # epochs
+    weight_decay: float = 0.01
+    final_weight_decay: float | None = None  # default: 1e-6, the official V-JEPA 1 schedule's hidden end value
+
+    def __post_init__(self) -> None:
+        if self.start_lr is None:
+            self.start_lr = self.lr
+        if self.final_weight_decay is None:
+            self.final_weight_decay = 1e-6
+        for name in ("lr", "start_lr", "final_lr", "warmup", "weight_decay", "final_weight_decay"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: expected >= 0, got {getattr(self, name)}")
+
+
+@dataclass(kw_only=True)
+class EvalOptimConfig(ProbeOptimConfig):
+    """Training of the probe(s). ``multihead_kwargs`` lists the hyper-parameters of each probe trained at once;
+    without it one probe uses the section's ``lr``, ``start_lr``, ``final_lr``, ``warmup``, ``weight_decay``."""
+
+    num_epochs: int = 20
+    batch_size: int = 4  # per device
+    attend_across_segments: bool = False
+    resolution: int | None = None
+    use_bfloat16: bool = False
+    multihead_kwargs: list[ProbeOptimConfig] | None = None
+    clip_grad: float | None = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    use_pos_embed: bool = ignored(False, "no temporal position table is added across segments (the official default)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_epochs < 1:
+            raise ConfigError(f"optimization.num_epochs: expected >= 1, got {self.num_epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"optimization.batch_size: expected >= 1, got {self.batch_size}")
+        if self.multihead_kwargs is not None and not self.multihead_kwargs:
+            raise ConfigError("optimization.multihead_kwargs: the list is empty")
+        for i, probe in enumerate(self.probes):
+            if probe.warmup > self.num_epochs:
+                raise ConfigError(f"optimization probe {i}: warmup {probe.warmup} exceeds num_epochs {self.num_epochs}")
+
+    @property
+    def probes(self) -> list[ProbeOptimConfig]:
+        """The hyper-parameters of every probe (one without ``multihead_kwargs``)."""
+        if self.multihead_kwargs:
+            return list(self.multihead_kwargs)
+        return [
+            ProbeOptimConfig(
+                lr=self.lr,
+                start_lr=self.start_lr,
+                final_lr=self.final_lr,
+                warmup=self.warmup,
+                weight_decay=self.weight_decay,
+                final_weight_decay=self.final_weight_decay,
+            )
+        ]
+
+
+@dataclass(kw_only=True)
+class EvalPretrainConfig:
+    """The frozen encoder: architecture, and the checkpoint it comes from (``folder / checkpoint``)."""
+
+    model_name: str | None = "vit_large"  # a released size; null: give embed_dim / depth / num_heads
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    checkpoint_key: Literal["target_encoder", "encoder"] = "target_encoder"
+    folder: str | None = None
+    checkpoint: str | None = None  # null: a randomly initialised encoder
+    patch_size: int = 16
+    frames_per_clip: int = 1  # 1: an image encoder (2D patches); > 1: a video encoder of tubelets
+    tubelet_size: int = 2
+    uniform_power: bool = False
+    use_rope: bool = False
+    use_sdpa: bool = True
+    use_silu: bool = False
+    wide_silu: bool = True
+    tight_silu: bool = ignored(False, "the V-JEPA 1 encoder never reads it; the SiLU MLP width follows wide_silu")
+    clip_duration: float | None = None  # seconds per eval clip: a per-video frame step from its frame rate
+    frame_step: int | None = None  # read only when data.frame_step is absent (where the official code looks)
+    write_tag: str = "jepa"
+    seed: int = 0  # random initialisation (checkpoint: null) and data order
+
+    def __post_init__(self) -> None:
+        from jepa.models import VIT_SIZES
+
+        custom = (self.embed_dim, self.depth, self.num_heads)
+        if self.model_name is None:
+            if None in (self.embed_dim, self.depth):
+                raise ConfigError("pretrain: with model_name null, embed_dim and depth are required")
+        elif self.model_name not in VIT_SIZES:
+            raise ConfigError(f"pretrain.model_name: unknown size {self.model_name!r}; known: {', '.join(VIT_SIZES)}")
+        elif any(v is not None for v in custom):
+            raise ConfigError("pretrain: embed_dim/depth/num_heads are set by model_name; set model_name: null")
+        if self.frames_per_clip < 1:
+            raise ConfigError(f"pretrain.frames_per_clip: expected >= 1, got {self.frames_per_clip}")
+        if self.frames_per_clip > 1 and self.frames_per_clip % self.tubelet_size:
+            raise ConfigError(
+                f"pretrain.frames_per_clip {self.frames_per_clip} is not a multiple of tubelet_size {self.tubelet_size}"
+            )
+
+    @property
+    def is_video(self) -> bool:
+        return self.frames_per_clip > 1
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        if self.checkpoint is None:
+            return None
+        path = Path(self.checkpoint)
+        return path if path.is_absolute() or self.folder is None else Path(self.folder) / path
+
+
+@dataclass(kw_only=True)
+class EvalAugConfig:
+    """Training augmentation of the probe's inputs; the defaults are the official evals' (video: RandAugment,
+    random resized crop of 8-100% of the area, erasing 0.25, no flip; images: timm's ``original`` AutoAugment,
+    random resized crop, flip, erasing 0.25)."""
+
+    random_resize_scale: tuple[float, float] = (0.08, 1.0)
+    random_resize_aspect_ratio: tuple[float, float] = (0.75, 4 / 3)
+    auto_augment: bool = True
+    reprob: float = 0.25
+    horizontal_flip: bool | None = None  # default: False for video (the official eval), True for images (timm)
+
+
+@dataclass(kw_only=True)
+class ClassifierConfig:
+    """The attentive probe: one query, ``num_probe_blocks`` blocks (the first a cross-attention block)."""
+
+    num_heads: int | None = None  # default: the encoder's
+    num_probe_blocks: int = 1
+    blocks_on_queries: bool = False  # V-JEPA 1's order for blocks after the first (it only matters for depth > 1)
+
+    def __post_init__(self) -> None:
+        if self.num_probe_blocks < 1:
+            raise ConfigError(f"classifier.num_probe_blocks: expected >= 1, got {self.num_probe_blocks}")
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """A whole frozen evaluation."""
+
+    eval_name: Literal["video_classification_frozen", "image_classification_frozen"]
+    tag: str | None = None
+    resume_checkpoint: bool = False
+    folder: str | None = None  # outputs; default <pretrain.folder or runs>/<eval_name>/<tag>
+    nodes: int = 1
+    tasks_per_node: int = 1
+    cpus_per_task: int | None = None
+    mem_per_gpu: str | None = None
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    optimization: EvalOptimConfig = field(default_factory=EvalOptimConfig)
+    pretrain: EvalPretrainConfig = field(default_factory=EvalPretrainConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    data_aug: EvalAugConfig = field(default_factory=EvalAugConfig)
+
+    @property
+    def is_video(self) -> bool:
+        return self.eval_name == "video_classification_frozen"
+
+    def __post_init__(self) -> None:
+        d, opt = self.data, self.optimization
+        if d.resolution is not None and opt.resolution is not None and d.resolution != opt.resolution:
+            raise ConfigError(
+                f"data.resolution ({d.resolution}) and optimization.resolution ({opt.resolution}) disagree"
+            )
+        if self.resolution % self.pretrain.patch_size:
+            raise ConfigError(
+                f"resolution {self.resolution} is not a multiple of patch_size {self.pretrain.patch_size}"
+            )
+        if self.is_video:
+            kind = d.dataset_type.lower()
+            if kind not in VIDEO_DATASET_TYPES:
+                raise ConfigError(f"data.dataset_type: expected VideoDataset or moving_digits, got {d.dataset_type!r}")
+            if kind == "videodataset":
+                for key in ("dataset_train", "dataset_val", "num_classes"):
+                    if getattr(d, key) is None:
+                        raise ConfigError(f"data.{key} is required for a VideoDataset evaluation")
+            if self.pretrain.is_video and d.frames_per_clip % self.pretrain.tubelet_size:
+                raise ConfigError(
+                    f"data.frames_per_clip {d.frames_per_clip} is not a multiple of tubelet_size "
+                    f"{self.pretrain.tubelet_size}"
+                )
+        else:
+            name = (d.dataset_name or "").lower()
+            if name not in IMAGE_DATASET_NAMES:
+                raise ConfigError(
+                    f"data.dataset_name: expected one of ImageNet, iNat21, Places205, ImageFolder, digits, mnist5k; "
+                    f"got {d.dataset_name!r}"
+                )
+            if name not in ("digits", "mnist5k"):
+                for key in ("root_path", "num_classes"):
+                    if getattr(d, key) is None:
+                        raise ConfigError(f"data.{key} is required for an {d.dataset_name} evaluation")
+        if self.resume_checkpoint is None:
+            self.resume_checkpoint = False
+
+    @property
+    def resolution(self) -> int:
+        """The crop size: ``data.resolution`` or ``optimization.resolution`` (224 when neither is set)."""
+        return self.data.resolution or self.optimization.resolution or 224
+
+    @property
+    def frame_step(self) -> int:
+        return self.data.frame_step or self.pretrain.frame_step or 4
+
+    @property
+    def output_folder(self) -> Path:
+        base = Path(self.folder) if self.folder else Path(self.pretrain.folder or "runs") / self.eval_name
+        return base / self.tag if self.tag else base
+
+
+def normalize_vjepa2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Map a V-JEPA 2 eval file (``experiment`` + ``model_kwargs``) onto the V-JEPA 1 schema; others pass through.
+
+    Only what the classification evals use is mapped: ``experiment.{data, optimization, classifier}`` and the
+    encoder of ``model_kwargs.pretrain_kwargs``; ``wrapper_kwargs`` (frame counts for images, position tables) are
+    read where they change the result.
+    """
+    if "experiment" not in raw and "model_kwargs" not in raw:
+        return raw
+    raw = copy.deepcopy(raw)
+    experiment = raw.pop("experiment", None) or {}
+    model_kwargs = raw.pop("model_kwargs", None) or {}
+    for section in ("data", "optimization", "classifier"):
+        if section in experiment:
+            raw[section] = experiment.pop(section)
+    if experiment:
+        raise ConfigError(f"experiment: unknown keys {sorted(experiment)}")
+    for key in ("num_workers", "max_workers"):  # V-JEPA 2 sets data-loading workers at the top (under either name)
+        if key in raw:
+            raw.setdefault("data", {}).setdefault("num_workers", raw.pop(key))
+    encoder = dict((model_kwargs.get("pretrain_kwargs") or {}).get("encoder") or {})
+    wrapper = model_kwargs.get("wrapper_kwargs") or {}
+    pretrain: dict[str, Any] = {"checkpoint": model_kwargs.get("checkpoint")}
+    for key in ("model_name", "checkpoint_key", "patch_size", "tubelet_size", "uniform_power", "use_rope",
+                "use_sdpa", "use_silu", "wide_silu"):  # fmt: skip
+        if key in encoder:
+            pretrain[key] = encoder.pop(key)
+    frames = encoder.pop("img_temporal_dim_size", None) or wrapper.get("img_as_video_nframes")
+    # V-JEPA 2 encoders are video encoders (RoPE, tubelets of 2); images become static clips of that many frames.
+    pretrain["frames_per_clip"] = frames or raw.get("data", {}).get("frames_per_clip") or 16
+    raw["pretrain"] = pretrain
+    return raw
+
+
+def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> EvalConfig:
+    """Read, normalise, override (``["optimization.lr=1e-4", ...]``) and validate an eval YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        raw = apply_overrides(normalize_vjepa2(raw), list(overrides or []))
+        if "eval_name" not in raw:
+            raise ConfigError(f"eval_name is required ({' or '.join(EVAL_NAMES)})")
+        return from_dict(EvalConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
