@@ -462,3 +462,28 @@ def test_image_eval_end_to_end_with_a_pretrained_checkpoint(tmp_path):
     missing = write_yaml(tmp_path, {**cfg, "pretrain": {**cfg["pretrain"], "checkpoint": "nope.pt"}}, "m.yaml")
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         main(["--fname", str(missing)])
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "evals"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_eval_configs_validate(path):
+    cfg = load_eval_config(path)
+    assert cfg.output_folder.name == cfg.tag
+
+
+@pytest.mark.parametrize(
+    "name, classes, frames, segments, views",
+    [("k400.yaml", 400, 16, 8, 3), ("ssv2.yaml", 174, 16, 2, 3)],
+)
+def test_paper_video_configs_follow_the_paper_protocol(name, classes, frames, segments, views):
+    cfg = load_eval_config(CONFIGS / name)
+    d, opt = cfg.data, cfg.optimization
+    assert (d.num_classes, d.frames_per_clip, d.num_segments, d.num_views_per_segment) == (
+        classes, frames, segments, views,
+    )  # fmt: skip
+    assert cfg.pretrain.model_name == "vit_large" and cfg.pretrain.patch_size == 16
+    assert (opt.num_epochs, opt.batch_size, opt.attend_across_segments) == (20, 4, True)
+    (probe,) = opt.probes
+    assert (probe.lr, probe.weight_decay) == (1e-3, 0.01)
