@@ -1,19 +1,28 @@
 """Pretraining entry point.
 
-    python -m app.main --fname configs/pretrain/tiny_ijepa_cpu.yaml [--devices cpu | cuda:0] [--validate]
-                       [--set optimization.lr=5e-4 ...] [--max-steps N]
+    python -m app.main --fname configs/pretrain/tiny_ijepa_cpu.yaml [--devices cpu | cuda:0 [cuda:1 ...]]
+                       [--validate] [--set optimization.lr=5e-4 ...] [--max-steps N] [--resume]
 
 ``--validate`` loads and checks the config, prints the resolved config and exits (0: valid, 1: not). Official
-I-JEPA and V-JEPA YAML files are accepted unchanged.
+I-JEPA and V-JEPA YAML files are accepted unchanged. Several devices (``--devices cuda:0 cuda:1``, ``--devices cpu
+cpu``; by default every visible GPU) start one process per device; under torchrun or in a Slurm job launched by
+``app.main_distributed`` the processes already exist and each joins the process group. ``--resume`` continues from
+``<folder>/<write_tag>-latest.pth.tar`` when it exists, whatever ``meta.load_checkpoint`` says (what a requeued job
+does). Exit status: 0 when training finished, 1 on a config error, 75 when it stopped early on request (preemption:
+``latest`` holds the step it stopped at).
 """
 
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from jepa.config import ConfigError, dump_config, load_pretrain_config
+from jepa.config import ConfigError, PretrainConfig, dump_config, load_pretrain_config
+from jepa.distributed import init_distributed, launched_externally, pick_devices, spawn
+from jepa.launch import EXIT_STOPPED
 from jepa.logging_utils import setup_logging
 
 logger = logging.getLogger("app.main")
@@ -28,23 +37,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--validate", action="store_true", help="check the config, print it resolved, exit")
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="override keys")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many global steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint if there is one")
     return parser.parse_args(argv)
 
 
-def pick_devices(requested: list[str] | None) -> list[torch.device]:
-    """The requested devices, or all GPUs, or the CPU."""
-    if requested:
-        devices = [torch.device(d) for d in requested]
-        for d in devices:
-            if d.type == "cuda" and (not torch.cuda.is_available() or (d.index or 0) >= torch.cuda.device_count()):
-                raise ValueError(f"device {d} requested but {torch.cuda.device_count()} GPU(s) are visible")
-        return devices
-    if torch.cuda.is_available():
-        return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
-    return [torch.device("cpu")]
+def train_on_rank(
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    cfg: PretrainConfig,
+    max_steps: int | None = None,
+    resume: bool = False,
+    stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """One rank's share of the run (the process group, if any, is initialised); returns the run summary."""
+    if rank > 0:
+        logging.getLogger().setLevel(logging.WARNING)  # one process speaks for the run
+    from app.pretrain import Pretrainer
+
+    return Pretrainer(cfg, device).train(max_steps=max_steps, resume=resume, stop=stop)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _spawned_rank(rank: int, world_size: int, device: torch.device, cfg: PretrainConfig, max_steps, resume):
+    setup_logging()  # a spawned process starts with Python's default logging
+    return train_on_rank(rank, world_size, device, cfg, max_steps, resume)
+
+
+def main(argv: list[str] | None = None, stop: Callable[[], bool] | None = None) -> int:
+    """Run the command line ``argv``; ``stop`` (polled at logging steps) asks the run to save and stop early."""
     args = parse_args(argv)
     # With --validate stdout carries only the resolved YAML, so it can be redirected to a file.
     setup_logging(stream=sys.stderr if args.validate else sys.stdout)
@@ -57,18 +77,32 @@ def main(argv: list[str] | None = None) -> int:
         print(dump_config(cfg), end="")
         print(f"# {args.fname}: valid", file=sys.stderr)
         return 0
-    devices = pick_devices(args.devices)
-    if len(devices) > 1:
-        raise SystemExit("several devices: multi-process training lands with the scale-out issue; pass one device")
-    from app.pretrain import Pretrainer
-
-    summary = Pretrainer(cfg, devices[0]).train(max_steps=args.max_steps)
-    print(
-        f"done: {summary['steps']} steps ({summary['epochs']:.2f} epochs) in {summary['seconds']:.1f} s, "
-        f"final loss {summary['final_loss']:.4f}, {summary['steps_per_s']:.2f} steps/s, "
-        f"checkpoint {summary['checkpoint']}"
-    )
-    return 0
+    if launched_externally():
+        if args.devices and len(args.devices) > 1:
+            raise SystemExit(
+                f"--devices {' '.join(args.devices)}: this process was started by a launcher (torchrun, Slurm) that "
+                "runs one process per device; pass at most one device"
+            )
+        world = init_distributed(args.devices[0] if args.devices else None)
+        summary = train_on_rank(world.rank, world.world_size, world.device, cfg, args.max_steps, args.resume, stop)
+        rank = world.rank
+    else:
+        devices = pick_devices(args.devices)
+        if len(devices) == 1:
+            summary = train_on_rank(0, 1, devices[0], cfg, args.max_steps, args.resume, stop)
+        else:
+            if stop is not None:
+                raise ValueError("stop= is for processes started by a launcher; spawned ranks cannot poll it")
+            summary = spawn(_spawned_rank, devices, cfg, args.max_steps, args.resume)[0]
+        rank = 0
+    if rank == 0:
+        state = "stopped early" if summary["stopped"] else "done"
+        print(
+            f"{state}: {summary['steps']} steps ({summary['epochs']:.2f} epochs) on {summary['world_size']} "
+            f"process(es) in {summary['seconds']:.1f} s, final loss {summary['final_loss']:.4f}, "
+            f"{summary['steps_per_s']:.2f} steps/s, checkpoint {summary['checkpoint']}"
+        )
+    return EXIT_STOPPED if summary["stopped"] else 0
 
 
 if __name__ == "__main__":

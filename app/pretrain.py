@@ -5,29 +5,50 @@
 schedules are pure functions of it, and so is the data position (pass ``step // batches_per_pass``, batch
 ``step % batches_per_pass`` of a permutation seeded by the pass), so resuming restores weights, optimizer,
 scaler and RNG and continues exactly where the interrupted run was.
+
+With several processes (``jepa.distributed``: ``--devices``, torchrun or Slurm), each rank computes on
+``data.batch_size`` samples and DDP averages the gradients; the ranks share the single-process run's global batches
+of ``world_size * batch_size`` samples, with the same augmentations and masks (see
+:class:`~jepa.distributed.RankShardCollator`), so ``N`` processes train like one process with an ``N`` times larger
+batch. Only rank 0 writes checkpoints, the config and the CSV log.
 """
 
+import inspect
 import logging
 import math
 import random
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader
 
 from jepa.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from jepa.config import PretrainConfig, dump_config, to_dict
 from jepa.config.pretrain import ImageMaskConfig
+from jepa.distributed import (
+    RankShardCollator,
+    RankShardDataset,
+    all_gather_cat,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    get_rank,
+    get_world_size,
+    main_process_first,
+)
 from jepa.logging_utils import CSVLogger
+from jepa.losses import collapse_stats
 from jepa.meta_arch import JEPA, JEPAOutput
 from jepa.models import VisionTransformer, VisionTransformerPredictor, build_encoder, vit_predictor
 from jepa.optim import make_adamw, set_hyperparams
-from jepa.sampling import EpochSampler, SeededDataset, WeightedEpochSampler
+from jepa.sampling import EpochSampler, SeededDataset, WeightedEpochSampler, mix_seed
 from jepa.schedules import Schedules
 
 logger = logging.getLogger(__name__)
@@ -37,6 +58,12 @@ CSV_COLUMNS = [
     "step_ms", "samples_per_s", "mem_mb", "feat_std", "eff_rank",
 ]  # fmt: skip
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# DDP's switch for syncing buffers before every forward was renamed in recent torch releases.
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 def build_models(cfg: PretrainConfig) -> tuple[VisionTransformer, VisionTransformerPredictor]:
@@ -204,46 +231,67 @@ def _memory_mb(device: torch.device) -> float:
 
 
 class Pretrainer:
-    """Owns one run: model, optimizer, data, schedules, logging and checkpoints in ``cfg.logging.folder``."""
+    """Owns one run: model, optimizer, data, schedules, logging and checkpoints in ``cfg.logging.folder``.
+
+    Runs on this process's rank of the initialised process group, if any (``jepa.distributed.init_distributed``).
+    """
 
     def __init__(self, cfg: PretrainConfig, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
         self.device = torch.device(device)
+        self.rank, self.world_size = get_rank(), get_world_size()
+        self.is_main = self.rank == 0
         self.folder = Path(cfg.logging.folder)
         self.tag = cfg.logging.write_tag
         seed = cfg.meta.seed
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
+        _seed_all(seed)
 
         encoder, predictor = build_models(cfg)
         loss = cfg.loss
         self.model = JEPA(
             encoder, predictor, loss_type_for(cfg), loss.loss_exp, loss.reg_coeff, loss.center_targets
         ).to(self.device)
+        # DDP averages the gradients of encoder and predictor (the target encoder has none); the target encoder
+        # then moves identically on every rank, since every rank applies the same update to the same weights.
+        self.forward_model: nn.Module = self.model
+        if self.world_size > 1:
+            # No buffer changes during training (no batch norm), so nothing to broadcast before each forward.
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None, **_NO_BUFFER_SYNC
+            )
         self.optimizer = make_adamw([self.model.encoder, self.model.predictor], betas=cfg.optimization.betas)
         self.dtype = DTYPES[cfg.meta.dtype]
         self.autocast = self.dtype != torch.float32
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
 
-        dataset, collator = build_dataset_and_collator(cfg, seed)
+        with main_process_first():  # rank 0 generates files (moving-digit clips) before the others read them
+            dataset, collator = build_dataset_and_collator(cfg, seed)
         batch = cfg.data.batch_size
+        self.global_batch = batch * self.world_size
         weights = getattr(dataset, "sample_weights", None)
         if cfg.data.datasets_weights is not None and weights is not None:
             self.sampler = WeightedEpochSampler(weights, seed)
         else:
             self.sampler = EpochSampler(len(dataset), seed)
-        self.batches_per_pass = len(self.sampler) // batch
+        self.batches_per_pass = len(self.sampler) // self.global_batch
         if self.batches_per_pass == 0:
-            raise ValueError(f"data set of {len(dataset)} samples is smaller than one batch of {batch}")
+            raise ValueError(
+                f"data set of {len(dataset)} samples is smaller than one batch of {batch} x {self.world_size} ranks"
+            )
+        if self.world_size == 1:
+            batching = dict(dataset=SeededDataset(dataset), batch_size=batch, sampler=self.sampler, drop_last=True)
+            batching["collate_fn"] = collator
+        else:
+            # Every rank walks the single-process sampler's global batches and loads its rows of each.
+            batching = dict(
+                dataset=RankShardDataset(SeededDataset(dataset), self.rank, self.world_size),
+                batch_sampler=BatchSampler(self.sampler, self.global_batch, drop_last=True),
+                collate_fn=RankShardCollator(collator, self.rank, self.world_size),
+            )
         self.loader = DataLoader(
-            SeededDataset(dataset),
-            batch_size=batch,
-            sampler=self.sampler,
-            collate_fn=collator,
+            **batching,
             num_workers=cfg.data.num_workers,
             pin_memory=cfg.data.pin_mem and self.device.type == "cuda",
-            drop_last=True,
             persistent_workers=False,
             # Its own generator: creating an iterator must not consume the global RNG that drop path uses,
             # or a run resumed mid-pass would diverge from the uninterrupted one.
@@ -266,6 +314,9 @@ class Pretrainer:
         self.total_steps = opt.epochs * self.ipe
         self.step = 0
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        if self.world_size > 1:
+            # Same initial weights everywhere (seeded above), but each rank its own drop-path draws.
+            _seed_all(mix_seed(seed, self.rank))
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     @property
@@ -273,8 +324,10 @@ class Pretrainer:
         return self.folder / f"{self.tag}-latest.pth.tar"
 
     def state_dict(self, loss: float) -> dict[str, Any]:
-        """The official checkpoint layout, plus what exact resume needs (step, RNG states, config)."""
-        return {
+        """The official checkpoint layout, plus what exact resume needs (step, RNG states, config). With several
+        ranks, ``rng`` is rank 0's state and ``rng_per_rank`` lists every rank's (a collective: all ranks call it)."""
+        rng_per_rank = all_gather_objects(_rng_state())
+        state = {
             "encoder": self.model.encoder.state_dict(),
             "predictor": self.model.predictor.state_dict(),
             "target_encoder": self.model.target_encoder.state_dict(),
@@ -283,25 +336,27 @@ class Pretrainer:
             "epoch": self.step // self.ipe,
             "loss": loss,
             "batch_size": self.cfg.data.batch_size,
-            "world_size": 1,
+            "world_size": self.world_size,
             "lr": self.schedules.lr_at(max(self.step - 1, 0)),
             "step": self.step,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": random.getstate(),
-                "numpy": _numpy_state(),
-            },
+            "rng": rng_per_rank[0],
             "config": to_dict(self.cfg),
         }
+        if self.world_size > 1:
+            state["rng_per_rank"] = rng_per_rank
+        return state
 
     def save(self, loss: float) -> Path:
+        """Write ``latest`` (and the epoch's file when due) from rank 0; every rank must call it (it gathers the
+        ranks' RNG states)."""
         state = self.state_dict(loss)
-        path = save_checkpoint(state, self.latest_path)
-        epoch = state["epoch"]
-        if self.step % self.ipe == 0 and (epoch % self.cfg.meta.checkpoint_freq == 0 or self.step >= self.total_steps):
-            save_checkpoint(state, self.folder / f"{self.tag}-ep{epoch}.pth.tar")
-        return path
+        if self.is_main:
+            save_checkpoint(state, self.latest_path)
+            epoch = state["epoch"]
+            due = epoch % self.cfg.meta.checkpoint_freq == 0 or self.step >= self.total_steps
+            if self.step % self.ipe == 0 and due:
+                save_checkpoint(state, self.folder / f"{self.tag}-ep{epoch}.pth.tar")
+        return self.latest_path
 
     def load(self, path: str | Path) -> None:
         """Restore everything from a checkpoint this trainer (or the official code) wrote."""
@@ -318,18 +373,32 @@ class Pretrainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         # Official files count epochs only; ours also store the exact step.
         self.step = int(ckpt.get("step", int(ckpt.get("epoch", 0)) * self.ipe))
-        rng = ckpt.get("rng")
-        if rng is not None:
-            torch.set_rng_state(rng["torch"])
-            if rng["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-            random.setstate(_as_random_state(rng["python"]))
-            np.random.set_state(_numpy_state(rng["numpy"]))
+        saved_world = int(ckpt.get("world_size", 1))
+        if saved_world != self.world_size:
+            logger.warning(
+                "%s was written by %d process(es), this run has %d: the global batch, and so the data order from "
+                "here on, differ from the interrupted run's", path, saved_world, self.world_size,
+            )  # fmt: skip
+        per_rank = ckpt.get("rng_per_rank")
+        if per_rank is not None and len(per_rank) == self.world_size:
+            _set_rng_state(per_rank[self.rank])
+        elif self.world_size == 1:
+            if ckpt.get("rng") is not None:
+                _set_rng_state(ckpt["rng"])
+        else:
+            _seed_all(mix_seed(self.cfg.meta.seed, self.rank, self.step))
         logger.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.ipe)
 
-    def maybe_resume(self) -> None:
+    def maybe_resume(self, latest_first: bool = False) -> None:
+        """Resume as ``meta`` says (``load_checkpoint``: from ``read_checkpoint``, else from ``latest``); with
+        ``latest_first`` (a requeued job, ``--resume``) from ``latest`` whenever it exists, whatever ``meta`` says."""
         meta = self.cfg.meta
+        if latest_first and self.latest_path.is_file():
+            self.load(self.latest_path)
+            return
         if not meta.load_checkpoint:
+            if latest_first:
+                logger.info("--resume: %s does not exist yet: starting from scratch", self.latest_path)
             return
         if meta.read_checkpoint:
             path = Path(meta.read_checkpoint)
@@ -350,7 +419,7 @@ class Pretrainer:
         s, i = self.schedules, self.step
         set_hyperparams(self.optimizer, s.lr_at(i), s.wd_at(i))
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
-            out = self.model(x, mask_sets)
+            out = self.forward_model(x, mask_sets)
         loss = out.loss
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -376,27 +445,39 @@ class Pretrainer:
     def _batches(self, max_steps: int):
         while self.step < max_steps:
             pass_index, offset = divmod(self.step, self.batches_per_pass)
-            self.sampler.set_epoch(pass_index, offset * self.cfg.data.batch_size)
+            self.sampler.set_epoch(pass_index, offset * self.global_batch)
             for batch in self.loader:
                 yield batch
                 if self.step >= max_steps:
                     return
 
-    def train(self, max_steps: int | None = None) -> dict[str, Any]:
-        """Train to the end of the configured epochs (or to ``max_steps`` global steps); returns a summary."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"params-{self.tag}.yaml").write_text(dump_config(self.cfg))
-        self.maybe_resume()
-        csv = CSVLogger(self.folder / f"{self.tag}_r0.csv", CSV_COLUMNS, append=self.step > 0)
-        csv.drop_rows_after("step", self.step)
+    def train(
+        self, max_steps: int | None = None, *, resume: bool = False, stop: Callable[[], bool] | None = None
+    ) -> dict[str, Any]:
+        """Train to the end of the configured epochs (or to ``max_steps`` global steps); returns a summary.
+
+        Args:
+            resume: continue from ``latest`` when it exists, whatever ``meta.load_checkpoint`` says (a requeued job).
+            stop: polled at every logging step and epoch end (on every rank; one rank saying yes is enough): when
+                true, the ranks save ``latest`` at the current step and return early with ``summary["stopped"]``.
+                A preempted job uses it to checkpoint without losing steps.
+        """
+        if self.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / f"params-{self.tag}.yaml").write_text(dump_config(self.cfg))
+        self.maybe_resume(latest_first=resume)
+        csv = None
+        if self.is_main:
+            csv = CSVLogger(self.folder / f"{self.tag}_r0.csv", CSV_COLUMNS, append=self.step > 0)
+            csv.drop_rows_after("step", self.step)
         end = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
         self.model.train()
         log_freq = self.cfg.meta.log_freq
         t_start = t_last = time.perf_counter()
-        steps_since, last_loss, first_step = 0, math.nan, self.step
+        steps_since, last_loss, first_step, stopped = 0, math.nan, self.step, False
         logger.info(
-            "training %s: %d steps (%d epochs x %d), batch %d, %d samples, on %s (%s)",
-            self.cfg.app, end, self.cfg.optimization.epochs, self.ipe, self.cfg.data.batch_size,
+            "training %s: %d steps (%d epochs x %d), batch %d x %d rank(s), %d samples, on %s (%s)",
+            self.cfg.app, end, self.cfg.optimization.epochs, self.ipe, self.cfg.data.batch_size, self.world_size,
             len(self.loader.dataset), self.device, self.cfg.meta.dtype,
         )  # fmt: skip
         for (x, _labels, _seeds), masks_enc, masks_pred in self._batches(end):
@@ -406,31 +487,38 @@ class Pretrainer:
             result = self.train_step(x, mask_sets(self.cfg, masks_enc, masks_pred))
             steps_since += 1
             at_epoch_end = self.step % self.ipe == 0
-            if self.step % log_freq == 0 or at_epoch_end or self.step == end:
-                self._check_finite()
-                now = time.perf_counter()
-                step_ms = 1000 * (now - t_last) / steps_since
-                last_loss = result.loss.item()
-                stats = JEPA.collapse_stats(result)
-                s, i = self.schedules, self.step - 1
-                row = dict(
-                    epoch=i // self.ipe + 1, step=self.step, loss=last_loss, loss_pred=result.loss_pred.item(),
-                    loss_reg=result.loss_reg.item(), lr=s.lr_at(i), wd=s.wd_at(i), momentum=s.momentum_at(i),
-                    ctx_tokens=masks_enc[0].shape[1], tgt_tokens=masks_pred[0].shape[1], step_ms=step_ms,
-                    samples_per_s=1000 * x.shape[0] / step_ms, mem_mb=_memory_mb(self.device), **stats,
-                )  # fmt: skip
+            if not (self.step % log_freq == 0 or at_epoch_end or self.step == end):
+                continue
+            metrics = self._synced_metrics(result, stop)
+            self._check_finite(metrics["nonfinite"])
+            now = time.perf_counter()
+            step_ms = 1000 * (now - t_last) / steps_since
+            last_loss = metrics["loss"]
+            stats = collapse_stats(metrics["pooled"])
+            s, i = self.schedules, self.step - 1
+            row = dict(
+                epoch=i // self.ipe + 1, step=self.step, loss=last_loss, loss_pred=metrics["loss_pred"],
+                loss_reg=metrics["loss_reg"], lr=s.lr_at(i), wd=s.wd_at(i), momentum=s.momentum_at(i),
+                ctx_tokens=masks_enc[0].shape[1], tgt_tokens=masks_pred[0].shape[1], step_ms=step_ms,
+                samples_per_s=1000 * x.shape[0] * self.world_size / step_ms, mem_mb=_memory_mb(self.device), **stats,
+            )  # fmt: skip
+            if csv is not None:
                 csv.log(**row)
-                logger.info(
-                    "ep %d step %d/%d loss %.4f lr %.2e wd %.3f m %.4f ctx %d tgt %dx%d std %.3f rank %.1f "
-                    "%.0f ms/step %.1f samples/s",
-                    row["epoch"], self.step, end, last_loss, row["lr"], row["wd"], row["momentum"], row["ctx_tokens"],
-                    row["tgt_tokens"], len(masks_pred), stats["feat_std"], stats["eff_rank"], step_ms,
-                    row["samples_per_s"],
-                )  # fmt: skip
-                t_last, steps_since = now, 0
-            if at_epoch_end or self.step == end:
-                self._check_finite()
-                self.save(result.loss.item())
+            logger.info(
+                "ep %d step %d/%d loss %.4f lr %.2e wd %.3f m %.4f ctx %d tgt %dx%d std %.3f rank %.1f "
+                "%.0f ms/step %.1f samples/s",
+                row["epoch"], self.step, end, last_loss, row["lr"], row["wd"], row["momentum"], row["ctx_tokens"],
+                row["tgt_tokens"], len(masks_pred), stats["feat_std"], stats["eff_rank"], step_ms,
+                row["samples_per_s"],
+            )  # fmt: skip
+            t_last, steps_since = now, 0
+            stopped = metrics["stop"] and self.step < end
+            if at_epoch_end or self.step == end or stopped:
+                self.save(last_loss)
+            if stopped:
+                logger.warning("stop requested: saved %s at step %d of %d", self.latest_path, self.step, end)
+                break
+        barrier()  # no rank leaves before rank 0 has written the last checkpoint
         elapsed = time.perf_counter() - t_start
         summary = {
             "steps": self.step,
@@ -439,15 +527,59 @@ class Pretrainer:
             "seconds": elapsed,
             "steps_per_s": (self.step - first_step) / max(elapsed, 1e-9),
             "checkpoint": str(self.latest_path),
+            "world_size": self.world_size,
+            "stopped": stopped,
         }
         return summary
 
-    def _check_finite(self) -> None:
-        if bool(self.nonfinite):
+    def _synced_metrics(self, result: JEPAOutput, stop: Callable[[], bool] | None) -> dict[str, Any]:
+        """Losses averaged over ranks, target features of the whole global batch, and whether any rank saw a
+        non-finite loss or was asked to stop (one collective; a host sync, done on logging steps only)."""
+        stop_here = bool(stop()) if stop is not None else False
+        if self.world_size == 1:
+            return dict(
+                loss=result.loss.item(), loss_pred=result.loss_pred.item(), loss_reg=result.loss_reg.item(),
+                nonfinite=bool(self.nonfinite), stop=stop_here, pooled=result.target_pooled,
+            )  # fmt: skip
+        losses = torch.stack([t.double() for t in (result.loss, result.loss_pred, result.loss_reg)])
+        flags = torch.stack([self.nonfinite.double(), torch.tensor(float(stop_here), device=self.device).double()])
+        packed = torch.cat([losses, flags])
+        loss, loss_pred, loss_reg, nonfinite, stop_any = all_reduce_sum(packed).tolist()
+        n = self.world_size
+        return dict(
+            loss=loss / n, loss_pred=loss_pred / n, loss_reg=loss_reg / n, nonfinite=nonfinite > 0,
+            stop=stop_any > 0, pooled=all_gather_cat(result.target_pooled),
+        )  # fmt: skip
+
+    def _check_finite(self, nonfinite: bool) -> None:
+        if nonfinite:
             raise FloatingPointError(
                 f"non-finite loss before step {self.step}; stopping without overwriting {self.latest_path} "
                 "(lower the learning rate, enable clip_grad, or use bfloat16 instead of float16)"
             )
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": _numpy_state(),
+    }
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    random.setstate(_as_random_state(rng["python"]))
+    np.random.set_state(_numpy_state(rng["numpy"]))
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
 
 
 def _numpy_state(saved: dict | None = None) -> Any:

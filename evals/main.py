@@ -21,6 +21,7 @@ import torch
 
 from jepa.config import ConfigError, dump_config
 from jepa.config.evals import EvalConfig, load_eval_config
+from jepa.distributed import init_distributed, launched_externally, pick_devices, spawn
 from jepa.logging_utils import setup_logging
 
 logger = logging.getLogger("evals.main")
@@ -67,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         print(dump_config(cfg), end="")
         print(f"# {args.fname}: valid", file=sys.stderr)
         return 0
-    from app.main import pick_devices
-
+    if launched_externally():  # torchrun / a Slurm task: this process is one rank of the job
+        world = init_distributed(args.devices[0] if args.devices else None)
+        _run_on_rank(world.rank, world.world_size, world.device, cfg, args.resume)
+        return 0
     devices = pick_devices(args.devices)
     if len(devices) > 1:
-        from jepa.distributed import spawn
-
         spawn(_run_on_rank, devices, cfg, args.resume)
         return 0
     summary = run(cfg, devices[0], resume=args.resume)

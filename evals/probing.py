@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jepa.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, strip_prefixes
 from jepa.config.evals import EvalConfig, ProbeOptimConfig
 from jepa.config.strict import to_dict
+from jepa.distributed import all_reduce_sum
 from jepa.logging_utils import CSVLogger
 from jepa.models import AttentiveClassifier
 from jepa.schedules import Schedules
@@ -67,8 +67,7 @@ class SplitMetrics:
         self.sums[:, 3] += labels.numel()
 
     def reduce(self) -> "SplitMetrics":
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.sums)
+        all_reduce_sum(self.sums)
         return self
 
     @property

@@ -1,0 +1,316 @@
+"""Slurm launches through submitit, shared by pretraining (``app.main_distributed``) and evals
+(``evals.main_distributed``).
+
+A launch validates the config, writes a snapshot of it under ``--folder`` (the job reads the snapshot, not the
+file it was made from, which may change while the job waits in the queue), and submits one :class:`Job` per config
+with one task per GPU: ``nodes`` x ``tasks_per_node`` tasks (from the YAML unless given), ``gpus_per_node =
+tasks_per_node``. Each task exports the torch.distributed variables from submitit's job environment and runs the
+entry point's ``main(argv)``, which joins the process group.
+
+Preemption and time limits: Slurm sends ``USR2`` ``--signal-delay-s`` seconds before it stops the job. For an entry
+point that accepts ``stop=`` (pretraining), the signal only raises a flag; the training loop sees it at its next
+logging step, every rank saves ``latest`` at that step and returns, and then rank 0 hands the signal to submitit,
+which calls :meth:`Job.checkpoint` and requeues the job. Other entry points (evals) are checkpointed and requeued by
+submitit at once and resume from their last checkpoint. A requeued job runs with ``--resume`` (continue from
+``latest``), at most ``--max-requeues`` times.
+
+Nothing here knows a cluster: no partition, account, path or memory default; what is not given is left to Slurm.
+"""
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+import yaml
+
+logger = logging.getLogger(__name__)
+
+EXIT_STOPPED = 75  # sysexits' EX_TEMPFAIL: an entry point stopped on request before the end; run it again to resume
+CLUSTERS = ("slurm", "local", "debug")
+
+
+class LaunchError(ValueError):
+    """A launch request that cannot be submitted; the message names the argument or the file."""
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Slurm options both launchers take."""
+    parser.add_argument("--fname", required=True, help="YAML config (with --batch-launch: a file listing configs)")
+    parser.add_argument("--folder", required=True, help="job folder: submitit logs, config snapshots")
+    parser.add_argument("--partition", required=True, help="Slurm partition")
+    parser.add_argument("--time", type=int, required=True, help="time limit per job, in minutes")
+    parser.add_argument("--account", default=None, help="Slurm account")
+    parser.add_argument("--qos", default=None, help="Slurm quality of service")
+    parser.add_argument("--exclude", default=None, help="nodes to avoid, e.g. node[01-03],node07")
+    parser.add_argument("--nodes", type=int, default=None, help="nodes per job (default: the YAML's `nodes`)")
+    parser.add_argument(
+        "--tasks-per-node", type=int, default=None, help="processes (= GPUs) per node (default: the YAML's)"
+    )
+    parser.add_argument("--gpus-per-node", type=int, default=None, help="default: tasks per node; 0 for CPU jobs")
+    parser.add_argument("--cpus-per-task", type=int, default=None, help="CPU cores per process (data workers + 1)")
+    parser.add_argument("--mem-per-gpu", default=None, help="memory per GPU, e.g. 55G")
+    parser.add_argument("--mem", default=None, help="memory per node, e.g. 480G (instead of --mem-per-gpu)")
+    parser.add_argument("--signal-delay-s", type=int, default=120, help="USR2 this long before the time limit")
+    parser.add_argument("--max-requeues", type=int, default=20, help="requeues after preemption or timeout")
+    parser.add_argument("--batch-launch", action="store_true", help="--fname lists configs: submit a job array")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="override keys")
+    parser.add_argument(
+        "--cluster", choices=CLUSTERS, default="slurm",
+        help="slurm, or submitit's local / debug executors to try a launch on this machine",
+    )  # fmt: skip
+
+
+@dataclass
+class Prepared:
+    """A config ready to submit: the text of its snapshot, its process layout, and arguments for the entry point
+    besides ``--fname``."""
+
+    text: str
+    nodes: int
+    tasks_per_node: int
+    extra_argv: list[str] = field(default_factory=list)
+
+
+def raw_layout(path: Path) -> tuple[int, int]:
+    """``(nodes, tasks_per_node)`` of a YAML config (1, 1 where it does not say)."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise LaunchError(f"{path} is not a YAML mapping")
+    layout = []
+    for key in ("nodes", "tasks_per_node"):
+        value = raw.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise LaunchError(f"{path}: {key} must be a positive integer, got {value!r}")
+        layout.append(value)
+    return layout[0], layout[1]
+
+
+def read_config_list(path: str | Path) -> list[Path]:
+    """The configs a ``--batch-launch`` file names: a YAML list (the official format), or one path per line
+    (blank lines and ``#`` comments ignored). Relative paths are taken from the working directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise LaunchError(f"--batch-launch list {path} does not exist")
+    text = path.read_text()
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        loaded = None
+    if isinstance(loaded, list):
+        names = [str(x) for x in loaded]
+    else:
+        names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        names = [n for n in names if n]
+    if not names:
+        raise LaunchError(f"--batch-launch list {path} names no config")
+    configs = [Path(n) for n in names]
+    missing = [str(c) for c in configs if not c.is_file()]
+    if missing:
+        raise LaunchError(f"{path} lists configs that do not exist: {', '.join(missing)}")
+    return configs
+
+
+def snapshot_config(text: str, folder: Path, name: str) -> Path:
+    """Write ``text`` to a new file ``<folder>/configs/<name>-<timestamp>.yaml`` and return its path."""
+    configs = Path(folder) / "configs"
+    configs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = configs / f"{name}-{stamp}{f'-{n}' if n else ''}.yaml"
+        try:
+            with path.open("x") as f:  # exclusive: never overwrite the snapshot of a job already queued
+                f.write(text)
+            return path
+        except FileExistsError:
+            continue
+    raise LaunchError(f"could not find a free snapshot name for {name} in {configs}")
+
+
+def executor_parameters(args: argparse.Namespace, nodes: int, tasks_per_node: int, name: str) -> dict[str, Any]:
+    """``AutoExecutor.update_parameters`` keywords for one job of ``nodes`` x ``tasks_per_node`` processes, one
+    per GPU. Options not given on the command line are left out (Slurm's own defaults apply)."""
+    if args.mem and args.mem_per_gpu:
+        raise LaunchError("--mem and --mem-per-gpu are exclusive (Slurm refuses both)")
+    if args.time < 1:
+        raise LaunchError(f"--time must be at least 1 minute, got {args.time}")
+    if args.signal_delay_s >= 60 * args.time:
+        raise LaunchError(f"--signal-delay-s {args.signal_delay_s} must be shorter than --time {args.time} minutes")
+    gpus = tasks_per_node if args.gpus_per_node is None else args.gpus_per_node
+    params = {
+        "name": name,
+        "timeout_min": args.time,
+        "nodes": nodes,
+        "tasks_per_node": tasks_per_node,
+        "gpus_per_node": gpus,
+        "cpus_per_task": args.cpus_per_task,
+        "slurm_partition": args.partition,
+        "slurm_account": args.account,
+        "slurm_qos": args.qos,
+        "slurm_exclude": args.exclude,
+        "slurm_mem_per_gpu": args.mem_per_gpu,
+        "slurm_mem": args.mem,
+        "slurm_signal_delay_s": args.signal_delay_s,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def make_executor(args: argparse.Namespace, nodes: int, tasks_per_node: int, name: str) -> submitit.AutoExecutor:
+    """A submitit executor for ``args.cluster`` with :func:`executor_parameters`; logs go to ``<folder>/<job id>``."""
+    executor = submitit.AutoExecutor(
+        folder=Path(args.folder) / "%j",
+        cluster=args.cluster,
+        slurm_max_num_timeout=args.max_requeues,
+        local_max_num_timeout=args.max_requeues,
+    )
+    executor.update_parameters(**executor_parameters(args, nodes, tasks_per_node, name))
+    return executor
+
+
+def resolve_entry(entry: str) -> Callable[..., int]:
+    """``"package.module:function"`` -> the function."""
+    module, _, name = entry.partition(":")
+    if not name:
+        raise LaunchError(f"entry point {entry!r} must look like 'package.module:function'")
+    return getattr(importlib.import_module(module), name)
+
+
+class PreemptionFlag:
+    """While active, the preemption signal sets a flag (polled by the training loop at step boundaries) instead of
+    running submitit's handler in the middle of a step; :meth:`forward` runs that handler afterwards."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.received = False
+        self.previous: Any = None
+
+    def __enter__(self) -> "PreemptionFlag":
+        self.previous = signal.signal(self.signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(self.signum, self.previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = True
+        logger.warning("received %s: saving at the next logging step, then requeuing", signal.Signals(signum).name)
+
+    def is_set(self) -> bool:
+        return self.received
+
+    def forward(self) -> None:
+        """Run the handler the signal had before (submitit's: rank 0 checkpoints the job and requeues it)."""
+        if callable(self.previous):
+            self.previous(self.signum, None)
+        else:
+            logger.warning("no requeue handler for %s: run again with --resume", signal.Signals(self.signum).name)
+
+
+def preemption_signal() -> int:
+    """The signal submitit's jobs receive before preemption or the time limit (``USR2`` unless configured)."""
+    name = "SIG" + submitit.JobEnvironment.USR_SIG
+    if not hasattr(signal, name):
+        raise LaunchError(f"unknown preemption signal {name} (SUBMITIT_PREEMPT_SIGNAL)")
+    return getattr(signal, name)
+
+
+@dataclass
+class Job:
+    """One submitit job: each task runs ``entry(argv)`` (plus ``resume_argv`` once requeued).
+
+    Args:
+        entry: ``"package.module:function"``, imported in the task; the function takes ``argv`` (and ``stop=`` when
+            ``stop_aware``) and returns an exit status (0: done, :data:`EXIT_STOPPED`: stopped early on request).
+        argv: its command line.
+        resume_argv: appended once the job has been requeued, to continue from the last checkpoint.
+        stop_aware: the entry point polls ``stop()`` and saves before returning :data:`EXIT_STOPPED`; the
+            preemption signal then waits for it (see :class:`PreemptionFlag`).
+        max_requeues: how often :meth:`checkpoint` may requeue the job (preemptions and timeouts together).
+        requeues: how often it has been requeued so far.
+    """
+
+    entry: str
+    argv: list[str]
+    resume_argv: list[str] = field(default_factory=lambda: ["--resume"])
+    stop_aware: bool = False
+    max_requeues: int = 20
+    requeues: int = 0
+
+    @property
+    def task_argv(self) -> list[str]:
+        return [*self.argv, *(self.resume_argv if self.requeues else [])]
+
+    def __call__(self) -> int:
+        from jepa.distributed import init_distributed
+
+        # Join the group before the entry point does, so that its rank is known for the stop/requeue logic.
+        world = init_distributed()
+        fn = resolve_entry(self.entry)
+        argv = self.task_argv
+        logger.info("%s %s (rank %d of %d, requeue %d)", self.entry, " ".join(argv), world.rank, world.world_size,
+                    self.requeues)  # fmt: skip
+        if self.stop_aware:
+            with PreemptionFlag(preemption_signal()) as flag:
+                status = fn(argv, stop=flag.is_set)
+            if status == EXIT_STOPPED:
+                flag.forward()  # rank 0: checkpoint() and requeue; it exits there (other ranks return below)
+        else:
+            status = fn(argv)
+        if status not in (0, EXIT_STOPPED):
+            raise RuntimeError(f"{self.entry} {' '.join(argv)} exited with status {status}")
+        return status
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
+        """Called by submitit on preemption or timeout: the same job, marked to resume; None (no requeue) once
+        ``max_requeues`` is reached."""
+        if self.requeues >= self.max_requeues:
+            logger.error("not requeuing: the job was requeued %d times already (--max-requeues)", self.requeues)
+            return None
+        logger.warning("requeuing (%d of at most %d), to resume from the latest checkpoint", self.requeues + 1,
+                       self.max_requeues)  # fmt: skip
+        return submitit.helpers.DelayedSubmission(dataclasses.replace(self, requeues=self.requeues + 1))
+
+
+def launch(
+    args: argparse.Namespace, *, entry: str, prepare: Callable[[Path, list[str]], Prepared], stop_aware: bool
+) -> list[submitit.Job]:
+    """Submit ``args.fname`` (or, with ``--batch-launch``, every config it lists: one job array per process
+    layout) to run ``entry``; returns the submitit jobs.
+
+    Args:
+        prepare: ``(config path, --set overrides) -> Prepared``; validates the config and says what to snapshot.
+    """
+    fnames = read_config_list(args.fname) if args.batch_launch else [Path(args.fname)]
+    groups: dict[tuple[int, int], list[tuple[Path, Prepared]]] = {}
+    for fname in fnames:  # validate everything before writing or submitting anything
+        if not fname.is_file():
+            raise LaunchError(f"config {fname} does not exist")
+        prepared = prepare(fname, list(args.overrides))
+        layout = (args.nodes or prepared.nodes, args.tasks_per_node or prepared.tasks_per_node)
+        groups.setdefault(layout, []).append((fname, prepared))
+    executors = {layout: make_executor(args, *layout, Path(args.fname).stem) for layout in groups}
+    submitted: list[submitit.Job] = []
+    for layout, configs in groups.items():
+        jobs = []
+        for fname, prepared in configs:
+            snapshot = snapshot_config(prepared.text, Path(args.folder), fname.stem)
+            argv = ["--fname", str(snapshot.resolve()), *prepared.extra_argv]
+            jobs.append(Job(entry, argv, stop_aware=stop_aware, max_requeues=args.max_requeues))
+            logger.info("%s -> snapshot %s (%d node(s) x %d task(s))", fname, snapshot, *layout)
+        executor = executors[layout]
+        if len(jobs) == 1:
+            submitted.append(executor.submit(jobs[0]))
+        else:
+            with executor.batch():  # one job array
+                pending = [executor.submit(job) for job in jobs]
+            submitted.extend(pending)
+    for job in submitted:
+        logger.info("submitted job %s (logs in %s)", job.job_id, Path(args.folder) / str(job.job_id))
+    return submitted
