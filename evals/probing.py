@@ -325,13 +325,14 @@ class ProbeTrainer:
             values.append((lr, wd))
         return values
 
-    def _forward(self, batch: Any) -> tuple[Tensor, Tensor]:
-        """Probe logits ``[K, V, B, C]`` (float32) and labels ``[B]`` of one batch."""
+    def _forward(self, batch: Any, training: bool = False) -> tuple[Tensor, Tensor]:
+        """Probe logits ``[K, V, B, C]`` (float32) and labels ``[B]`` of one batch. Only training goes through DDP:
+        validation shards may hold different numbers of batches, so evaluation must not need the other ranks."""
         with torch.no_grad(), torch.autocast(**self.autocast):
             tokens, labels = self.encode(batch)
         views, batch_size = tokens.shape[:2]
         with torch.autocast(**self.autocast):
-            logits = self.model(tokens.flatten(0, 1))
+            logits = (self.model if training else self.bank)(tokens.flatten(0, 1))
         return logits.float().unflatten(1, (views, batch_size)), labels.to(self.device)
 
     @staticmethod
@@ -352,7 +353,7 @@ class ProbeTrainer:
         for itr, batch in enumerate(self.train_loader):
             step = self.epoch * self.ipe + itr
             hparams = self._set_hparams(step)
-            logits, labels = self._forward(batch)
+            logits, labels = self._forward(batch, training=True)
             loss_sums = self._losses(logits, labels)
             (loss_sums.sum() / labels.numel()).backward()
             for probe, optimizer in zip(self.bank.probes, self.optimizers, strict=True):
