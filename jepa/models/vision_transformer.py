@@ -162,6 +162,12 @@ class VisionTransformer(nn.Module):
             Normalised tokens ``[B, N, D]`` (``[M * B, K, D]`` with masks), or, when ``out_layers`` is set, the list
             of normalised outputs of those blocks.
         """
+        x, rope = self.embed(x, masks)
+        return self.run_blocks(x, rope)
+
+    def embed(self, x: Tensor, masks: Masks | None = None) -> tuple[Tensor, Rope3D | None]:
+        """Pixels -> position-encoded tokens, with only the kept ones when ``masks`` is given (see :meth:`forward`),
+        and their rotary angles when the model uses RoPE (else None)."""
         x, grid = self.prepare_tokens(x)
         ids = None
         if masks is not None:
@@ -171,24 +177,72 @@ class VisionTransformer(nn.Module):
         rope = None
         if self.use_rope:
             rope = self.rope(ids if ids is not None else torch.arange(x.shape[1], device=x.device), grid)
-        return self.run_blocks(x, rope)
+        return x, rope
 
     def run_blocks(self, x: Tensor, rope: Rope3D | None) -> Tensor | list[Tensor]:
         """Blocks and final norm over prepared tokens; with ``out_layers`` (negative indices count from the end)
         the normalised outputs of those blocks, in block order."""
+        if self.out_layers is None:
+            return self._blocks(x, rope, None, norm=True)
         depth = len(self.blocks)
-        wanted = None if self.out_layers is None else {i % depth for i in self.out_layers} if depth else set()
+        return self._blocks(x, rope, {i % depth for i in self.out_layers} if depth else set(), norm=True)
+
+    def _blocks(self, x: Tensor, rope: Rope3D | None, keep: set[int] | None, norm: bool) -> Tensor | list[Tensor]:
+        """All blocks then the final norm (``keep`` None), or the outputs of blocks ``keep`` (normalised when
+        ``norm``), in block order; blocks after the last kept one are not run."""
+        last = len(self.blocks) - 1 if keep is None else max(keep, default=-1)
         outs = []
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.blocks[: last + 1]):
             if self.use_activation_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(blk, x, rope, use_reentrant=False)
             else:
                 x = blk(x, rope)
-            if wanted is not None and i in wanted:
-                outs.append(self.norm(x))
-        if wanted is not None:
-            return outs
-        return self.norm(x)
+            if keep is not None and i in keep:
+                outs.append(self.norm(x) if norm else x)
+        return self.norm(x) if keep is None else outs
+
+    def forward_features(self, x: Tensor, masks: Masks | None = None) -> Tensor:
+        """Normalised last-layer tokens ``[B, N, D]`` of ``x`` (``[B, C, H, W]`` or ``[B, C, T, H, W]``), whatever
+        ``out_layers`` is set to.
+
+        ``N = T * H * W`` over the input's token grid (:meth:`input_grid`), in (t, h, w) row-major order; an image
+        given to a video model is a static clip with ``T == 1``. Other resolutions and frame counts than the model
+        was built for resample the position table (or use RoPE positions). ``masks`` keeps only some tokens, as in
+        :meth:`forward`.
+        """
+        x, rope = self.embed(x, masks)
+        return self._blocks(x, rope, None, norm=True)
+
+    def forward_intermediates(
+        self, x: Tensor, indices: int | Sequence[int] = 1, norm: bool = True, masks: Masks | None = None
+    ) -> list[Tensor]:
+        """Outputs of several blocks, each ``[B, N, D]`` (as :meth:`forward_features`), in block order.
+
+        Args:
+            x: ``[B, C, H, W]`` or ``[B, C, T, H, W]``.
+            indices: as in timm: an int ``n`` takes the last ``n`` blocks; a sequence gives block indices (0 is the
+                first block, negative ones count from the end; repeats count once).
+            norm: apply the encoder's final LayerNorm to each output (what the frozen evaluations and ``out_layers``
+                read); False returns the raw residual stream.
+            masks: keep only some tokens, as in :meth:`forward`.
+
+        Blocks after the last one asked for are not run.
+        """
+        depth = len(self.blocks)
+        if isinstance(indices, int):
+            if not 1 <= indices <= depth:
+                raise ValueError(f"indices={indices}: asks for the last n blocks, n must lie in [1, {depth}]")
+            keep = set(range(depth - indices, depth))
+        else:
+            keep = set()
+            for i in indices:
+                if not -depth <= int(i) < depth:
+                    raise IndexError(f"block index {i} is out of range for an encoder of depth {depth}")
+                keep.add(int(i) % depth)
+            if not keep:
+                raise ValueError("indices lists no blocks")
+        x, rope = self.embed(x, masks)
+        return self._blocks(x, rope, keep, norm=norm)
 
 
 # Released sizes. Every factory also sets patch 16, qkv bias and LayerNorm eps 1e-6, as the official ones do.

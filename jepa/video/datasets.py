@@ -127,6 +127,39 @@ def clip_indices(
     return [int(start) + offsets for start in starts]
 
 
+def sliding_clip_indices(
+    num_video_frames: int, frames_per_clip: int, frame_step: int, stride: int | None = None
+) -> list[np.ndarray]:
+    """Frame indices of clips that slide over a whole video, for reading out every part of a long video.
+
+    Clips start at ``0, stride, 2 * stride, ...`` while they fit (``start + frames_per_clip * frame_step <=
+    num_video_frames``); when the last of them stops short of the video's end, one more clip is placed flush with
+    the end, so every frame lies within some clip's span. ``stride`` defaults to the span (``frames_per_clip *
+    frame_step``: adjacent, non-overlapping clips). A video shorter than one span gives one clip from frame 0 whose
+    indices past the end repeat the last frame, as :func:`clip_indices` pads.
+
+    Returns:
+        int64 arrays ``[frames_per_clip]`` in increasing order of start (``clip[0]`` is the start frame).
+    """
+    for name, value in (("frames_per_clip", frames_per_clip), ("frame_step", frame_step)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    span = frames_per_clip * frame_step
+    stride = span if stride is None else stride
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if num_video_frames < 1:
+        raise TooShort(f"video of {num_video_frames} frames has nothing to read")
+    offsets = np.arange(frames_per_clip, dtype=np.int64) * frame_step
+    if num_video_frames < span:
+        return [np.minimum(offsets, num_video_frames - 1)]
+    last = num_video_frames - span
+    starts = list(range(0, last + 1, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    return [start + offsets for start in starts]
+
+
 def read_annotation_csv(csv_path: str | Path) -> list[tuple[Path, int]]:
     """``(video path, label)`` per line of an official annotation CSV.
 
