@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jepa.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, strip_prefixes
+from jepa.checkpoint import CheckpointError, atomic_write, read_checkpoint, save_checkpoint, strip_prefixes
 from jepa.config.evals import EvalConfig, ProbeOptimConfig
 from jepa.config.strict import to_dict
 from jepa.distributed import all_reduce_sum
@@ -463,10 +463,7 @@ class ProbeTrainer:
     def write_summary(self) -> dict[str, Any]:
         summary = self.summary()
         if self.rank == 0:
-            path = self.folder / "results.json"
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(summary, indent=2) + "\n")
-            tmp.replace(path)
+            atomic_write(self.folder / "results.json", lambda f: f.write(json.dumps(summary, indent=2) + "\n"), "w")
         return summary
 
 

@@ -13,7 +13,7 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +53,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is unreadable or truncated: {e}") from e
 
 
-def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``obj`` to ``path`` atomically: a temporary file in the same folder, flushed, then renamed."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Write ``path`` through ``write(file)`` atomically: a temporary file in the same folder, flushed and synced,
+    then renamed over ``path`` (readers see the old file or the new one, never a partial one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; a checkpoint gets the usual mode
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(obj), f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -69,6 +70,11 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``obj`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: torch.save(dict(obj), f))
 
 
 def _umask() -> int:

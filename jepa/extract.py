@@ -28,10 +28,8 @@ import csv
 import json
 import logging
 import math
-import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepa.checkpoint import load_encoder, read_checkpoint, save_checkpoint
+from jepa.checkpoint import atomic_write, load_encoder, read_checkpoint, save_checkpoint
 from jepa.data import READ_ERRORS, SkipCounter
 from jepa.features import POOLINGS, pool
 from jepa.image.datasets import ImageFolder
@@ -191,21 +189,6 @@ def sidecar_paths(out: str | Path) -> tuple[Path, Path, Path]:
     return tuple(out.with_name(out.name + suffix) for suffix in (".index.csv", ".json", ".partial"))
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through ``write(file)`` to a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _check_settings(found: Mapping[str, Any], expected: Mapping[str, Any], where: Path) -> None:
     diff = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
     if diff:
@@ -303,7 +286,7 @@ def extract_features(
     if settings_file.exists():
         _check_settings(json.loads(settings_file.read_text()), full_settings, settings_file)
     else:
-        _atomic_write(settings_file, lambda f: f.write(json.dumps(full_settings, indent=1)), mode="w")
+        atomic_write(settings_file, lambda f: f.write(json.dumps(full_settings, indent=1)), mode="w")
 
     chunks = list(_chunks(n, chunk_size))
     chunk_file = {c: partial / f"chunk-{c:06d}.pt" for c, _, _ in chunks}
@@ -376,9 +359,9 @@ def _finish(out, chunks, chunk_file, settings, computed, reused) -> ExtractionRe
         raise RuntimeError(f"no input could be read; first failures: {skipped[:5]}")
     features = torch.cat(feats)
     if out.suffix == ".npy":
-        _atomic_write(out, lambda f: np.save(f, features.numpy()))
+        atomic_write(out, lambda f: np.save(f, features.numpy()))
     else:
-        _atomic_write(out, lambda f: torch.save(features, f))
+        atomic_write(out, lambda f: torch.save(features, f))
 
     def write_index(f) -> None:
         w = csv.writer(f)
@@ -386,7 +369,7 @@ def _finish(out, chunks, chunk_file, settings, computed, reused) -> ExtractionRe
         for r, (sample, path, label, clip, start) in enumerate(rows):
             w.writerow([r, sample, path, label, clip, "" if start < 0 else start])
 
-    _atomic_write(index_path, write_index, mode="w")
+    atomic_write(index_path, write_index, mode="w")
     summary = {
         "settings": settings,
         "rows": len(rows),
@@ -394,7 +377,7 @@ def _finish(out, chunks, chunk_file, settings, computed, reused) -> ExtractionRe
         "skipped": skipped,
         "index": index_path.name,
     }
-    _atomic_write(summary_path, lambda f: f.write(json.dumps(summary, indent=1)), mode="w")
+    atomic_write(summary_path, lambda f: f.write(json.dumps(summary, indent=1)), mode="w")
     shutil.rmtree(partial)
     if skipped:
         listing = "\n  ".join(f"{s['path']}: {s['error']}" for s in skipped)
