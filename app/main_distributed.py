@@ -18,17 +18,12 @@ from pathlib import Path
 
 import submitit
 
-from jepa.config import ConfigError, dump_config, load_pretrain_config
-from jepa.launch import LaunchError, Prepared, add_launch_arguments, launch
-from jepa.logging_utils import setup_logging
+from jepa.config import dump_config, load_pretrain_config
+from jepa.launch import Prepared, launch, launcher_main, launcher_parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m app.main_distributed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_launch_arguments(parser)
-    return parser.parse_args(argv)
+    return launcher_parser("python -m app.main_distributed", __doc__).parse_args(argv)
 
 
 def prepare(fname: Path, overrides: list[str]) -> Prepared:
@@ -43,15 +38,7 @@ def submit(argv: list[str] | None = None) -> list[submitit.Job]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    try:
-        jobs = submit(argv)
-    except (ConfigError, LaunchError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    for job in jobs:
-        print(job.job_id)
-    return 0
+    return launcher_main(lambda: submit(argv))
 
 
 if __name__ == "__main__":

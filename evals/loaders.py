@@ -55,3 +55,12 @@ def val_loader(
         drop_last=False,
         collate_fn=collate_fn,
     )
+
+
+def make_loaders(cfg, train: Dataset, val: Dataset, rank: int, world_size: int, collate_fn: Callable | None = None):
+    """The training and validation loaders of an eval config (see :func:`train_loader`, :func:`val_loader`)."""
+    common = dict(
+        batch_size=cfg.optimization.batch_size, rank=rank, world_size=world_size, num_workers=cfg.data.num_workers,
+        pin_memory=cfg.data.pin_mem and torch.cuda.is_available(), collate_fn=collate_fn,
+    )  # fmt: skip
+    return train_loader(train, seed=cfg.pretrain.seed, **common), val_loader(val, **common)

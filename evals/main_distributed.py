@@ -6,7 +6,7 @@ r"""Frozen evaluation on a Slurm cluster, through submitit.
 
 The same launcher as ``app.main_distributed`` (see :mod:`jepa.launch`): one task per GPU, the YAML's ``nodes`` /
 ``tasks_per_node`` unless given, the resolved config snapshotted under ``--folder/configs``, each task running
-``evals.main``'s command line (``--fname <snapshot>``) on its rank of the job's process group (:func:`run_task`).
+``evals.main``'s command line (``--fname <snapshot>``) on its rank of the job's process group.
 On preemption or at the time limit submitit requeues the job at once
 (at most ``--max-requeues`` times) and the requeued tasks run with ``--resume``, continuing from the probes' last
 checkpoint. ``--batch-launch``: ``--fname`` lists configs, submitted as a job array.
@@ -18,20 +18,13 @@ from pathlib import Path
 
 import submitit
 
-from evals import main as evals_main
-from jepa.config import ConfigError, dump_config
+from jepa.config import dump_config
 from jepa.config.evals import load_eval_config
-from jepa.launch import LaunchError, Prepared, add_launch_arguments, launch
-from jepa.logging_utils import setup_logging
+from jepa.launch import Prepared, launch, launcher_main, launcher_parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m evals.main_distributed", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    add_launch_arguments(parser)
-    return parser.parse_args(argv)
+    return launcher_parser("python -m evals.main_distributed", __doc__).parse_args(argv)
 
 
 def prepare(fname: Path, overrides: list[str]) -> Prepared:
@@ -40,27 +33,13 @@ def prepare(fname: Path, overrides: list[str]) -> Prepared:
     return Prepared(dump_config(cfg), cfg.nodes, cfg.tasks_per_node)
 
 
-def run_task(argv: list[str]) -> int:
-    """One task of a job: ``evals.main``'s command line ``argv``; inside a submitit task ``evals.main`` joins the
-    job's process group on this task's rank rather than starting processes of its own."""
-    return evals_main.main(argv)
-
-
 def submit(argv: list[str] | None = None) -> list[submitit.Job]:
     """Submit the jobs ``argv`` describes; returns submitit's job handles."""
-    return launch(parse_args(argv), entry="evals.main_distributed:run_task", prepare=prepare, stop_aware=False)
+    return launch(parse_args(argv), entry="evals.main:main", prepare=prepare, stop_aware=False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    try:
-        jobs = submit(argv)
-    except (ConfigError, LaunchError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    for job in jobs:
-        print(job.job_id)
-    return 0
+    return launcher_main(lambda: submit(argv))
 
 
 if __name__ == "__main__":

@@ -314,3 +314,30 @@ def launch(
     for job in submitted:
         logger.info("submitted job %s (logs in %s)", job.job_id, Path(args.folder) / str(job.job_id))
     return submitted
+
+
+def launcher_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The command line of a Slurm launcher (``app.main_distributed``, ``evals.main_distributed``)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_launch_arguments(parser)
+    return parser
+
+
+def launcher_main(submit: Callable[[], list[submitit.Job]]) -> int:
+    """Run a launcher: submit, print one job id per line; a bad config or option prints the error and gives 1."""
+    import sys
+
+    from jepa.config import ConfigError
+    from jepa.logging_utils import setup_logging
+
+    setup_logging()
+    try:
+        jobs = submit()
+    except (ConfigError, LaunchError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for job in jobs:
+        print(job.job_id)
+    return 0

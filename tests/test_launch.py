@@ -341,7 +341,7 @@ def test_eval_launch_uses_the_eval_config_layout_and_runs_evals_on_the_job_ranks
     evals.main_distributed.submit(["--fname", str(k400), "--folder", str(tmp_path / "jobs"), "--partition", "p",
                                    "--time", "60", "--set", "optimization.batch_size=2"])  # fmt: skip
     [job] = recorded[8, 8].submitted  # k400.yaml: 8 nodes x 8 GPUs
-    assert job.entry == "evals.main_distributed:run_task" and not job.stop_aware
+    assert job.entry == "evals.main:main" and not job.stop_aware
     assert yaml.safe_load(Path(job.argv[1]).read_text())["optimization"]["batch_size"] == 2
     assert job.checkpoint().function.task_argv[-1] == "--resume"  # the probes resume from their checkpoint
 
@@ -357,6 +357,6 @@ def test_an_eval_job_task_runs_the_eval(tmp_path, submitit_task):
     }  # fmt: skip
     fname = tmp_path / "eval.yaml"
     fname.write_text(yaml.safe_dump(cfg))
-    assert Job("evals.main_distributed:run_task", ["--fname", str(fname)])() == 0
+    assert Job("evals.main:main", ["--fname", str(fname)])() == 0
     results = yaml.safe_load((tmp_path / "out" / "digits" / "results.json").read_text())  # JSON is YAML
     assert (results["world_size"], results["val_samples"], results["epochs"]) == (1, 359, 1)

@@ -9,7 +9,7 @@ takes the centre crop. A video encoder sees each image as a static clip of ``pre
 import torch
 from timm.data import create_transform
 
-from evals.loaders import train_loader, val_loader
+from evals.loaders import make_loaders
 from evals.probing import run_eval
 from jepa.config.evals import EvalConfig
 from jepa.image.datasets import make_image_dataset
@@ -51,12 +51,7 @@ def make_datasets(cfg: EvalConfig):
 
 def make_data(cfg: EvalConfig, rank: int, world_size: int):
     train, val, num_classes = make_datasets(cfg)
-    d = cfg.data
-    common = dict(
-        batch_size=cfg.optimization.batch_size, rank=rank, world_size=world_size, num_workers=d.num_workers,
-        pin_memory=d.pin_mem and torch.cuda.is_available(),
-    )  # fmt: skip
-    return train_loader(train, seed=cfg.pretrain.seed, **common), val_loader(val, **common), num_classes
+    return (*make_loaders(cfg, train, val, rank, world_size), num_classes)
 
 
 def main(cfg: EvalConfig, device: torch.device | str = "cpu", *, rank: int = 0, world_size: int = 1, resume=False):

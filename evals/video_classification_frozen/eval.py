@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from evals.loaders import train_loader, val_loader
+from evals.loaders import make_loaders
 from evals.probing import run_eval
 from jepa.config.evals import EvalConfig
 from jepa.video.datasets import VideoDataset
@@ -92,12 +92,7 @@ def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset, VideoDataset, int]:
 
 def make_data(cfg: EvalConfig, rank: int, world_size: int):
     train, val, num_classes = make_datasets(cfg)
-    d = cfg.data
-    common = dict(
-        batch_size=cfg.optimization.batch_size, rank=rank, world_size=world_size, num_workers=d.num_workers,
-        pin_memory=d.pin_mem and torch.cuda.is_available(), collate_fn=collate_clips,
-    )  # fmt: skip
-    return train_loader(train, seed=cfg.pretrain.seed, **common), val_loader(val, **common), num_classes
+    return (*make_loaders(cfg, train, val, rank, world_size, collate_clips), num_classes)
 
 
 def main(cfg: EvalConfig, device: torch.device | str = "cpu", *, rank: int = 0, world_size: int = 1, resume=False):

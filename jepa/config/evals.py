@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from jepa.config.strict import ConfigError, apply_overrides, from_dict, ignored
+from jepa.config.strict import ConfigError, apply_overrides, from_dict, ignored, read_yaml_sections
 
 EVAL_NAMES = ("video_classification_frozen", "image_classification_frozen")
 VIDEO_DATASET_TYPES = ("videodataset", "moving_digits")
@@ -322,14 +320,7 @@ def normalize_vjepa2(raw: dict[str, Any]) -> dict[str, Any]:
 def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> EvalConfig:
     """Read, normalise, override (``["optimization.lr=1e-4", ...]``) and validate an eval YAML file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    raw = read_yaml_sections(path)
     try:
         raw = apply_overrides(normalize_vjepa2(raw), list(overrides or []))
         if "eval_name" not in raw:

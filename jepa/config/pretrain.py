@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import yaml
 
-from jepa.config.strict import ConfigError, apply_overrides, from_dict, ignored, to_dict
+from jepa.config.strict import ConfigError, apply_overrides, from_dict, ignored, read_yaml_sections, to_dict
 
 Pair = tuple[float, float]
 
@@ -287,14 +287,7 @@ def _official_override(item: str) -> str:
 def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
     """Read, normalise, override (``["optimization.lr=1e-4", ...]``) and validate a pretraining YAML file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    raw = read_yaml_sections(path)
     raw = apply_overrides(normalize_official(raw), [_official_override(o) for o in overrides or []])
     try:
         return from_dict(PretrainConfig, raw)

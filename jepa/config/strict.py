@@ -11,6 +11,7 @@ import logging
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
@@ -159,3 +160,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "-
         else:
             node[last] = value
     return data
+
+
+def read_yaml_sections(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; a missing file, bad YAML or another top level is a
+    :class:`ConfigError` naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
