@@ -22,22 +22,15 @@ import torch
 
 from jepa.config import ConfigError, PretrainConfig, dump_config, load_pretrain_config
 from jepa.distributed import init_distributed, launched_externally, pick_devices, spawn
-from jepa.launch import EXIT_STOPPED
+from jepa.launch import EXIT_STOPPED, run_parser
 from jepa.logging_utils import setup_logging
 
 logger = logging.getLogger("app.main")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m app.main", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--fname", required=True, help="pretraining YAML config")
-    parser.add_argument("--devices", nargs="+", default=None, help="cpu | cuda:0 [cuda:1 ...] (default: what is there)")
-    parser.add_argument("--validate", action="store_true", help="check the config, print it resolved, exit")
-    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="override keys")
+    parser = run_parser("python -m app.main", __doc__, "pretraining YAML config")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many global steps")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint if there is one")
     return parser.parse_args(argv)
 
 

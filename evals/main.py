@@ -22,21 +22,14 @@ import torch
 from jepa.config import ConfigError, dump_config
 from jepa.config.evals import EvalConfig, load_eval_config
 from jepa.distributed import init_distributed, launched_externally, pick_devices, spawn
+from jepa.launch import run_parser
 from jepa.logging_utils import setup_logging
 
 logger = logging.getLogger("evals.main")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m evals.main", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--fname", required=True, help="eval YAML config")
-    parser.add_argument("--devices", nargs="+", default=None, help="cpu | cuda:0 [cuda:1 ...] (default: what is there)")
-    parser.add_argument("--validate", action="store_true", help="check the config, print it resolved, exit")
-    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="override keys")
-    parser.add_argument("--resume", action="store_true", help="resume the probes from the latest checkpoint")
-    return parser.parse_args(argv)
+    return run_parser("python -m evals.main", __doc__, "eval YAML config").parse_args(argv)
 
 
 def run(cfg: EvalConfig, device: torch.device | str, *, rank: int = 0, world_size: int = 1, resume: bool = False):

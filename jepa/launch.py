@@ -341,3 +341,16 @@ def launcher_main(submit: Callable[[], list[submitit.Job]]) -> int:
     for job in jobs:
         print(job.job_id)
     return 0
+
+
+def run_parser(prog: str, description: str | None, config_help: str) -> argparse.ArgumentParser:
+    """The options ``app.main`` and ``evals.main`` share: the config, devices, validation, overrides, resume."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--fname", required=True, help=config_help)
+    parser.add_argument("--devices", nargs="+", default=None, help="cpu | cuda:0 [cuda:1 ...] (default: what is there)")
+    parser.add_argument("--validate", action="store_true", help="check the config, print it resolved, exit")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="override keys")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint if there is one")
+    return parser
