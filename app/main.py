@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from jepa.config import ConfigError, PretrainConfig, dump_config, load_pretrain_config
-from jepa.distributed import init_distributed, launched_externally, pick_devices, spawn
-from jepa.launch import EXIT_STOPPED, run_parser
+from jepa.config import PretrainConfig, load_pretrain_config
+from jepa.distributed import launched_externally, pick_devices
+from jepa.launch import EXIT_STOPPED, resolve_config, run_on_devices, run_parser
 from jepa.logging_utils import setup_logging
 
 logger = logging.getLogger("app.main")
@@ -51,43 +51,17 @@ def train_on_rank(
     return Pretrainer(cfg, device).train(max_steps=max_steps, resume=resume, stop=stop)
 
 
-def _spawned_rank(rank: int, world_size: int, device: torch.device, cfg: PretrainConfig, max_steps, resume):
-    setup_logging()  # a spawned process starts with Python's default logging
-    return train_on_rank(rank, world_size, device, cfg, max_steps, resume)
-
-
 def main(argv: list[str] | None = None, stop: Callable[[], bool] | None = None) -> int:
     """Run the command line ``argv``; ``stop`` (polled at logging steps) asks the run to save and stop early."""
     args = parse_args(argv)
     # With --validate stdout carries only the resolved YAML, so it can be redirected to a file.
     setup_logging(stream=sys.stderr if args.validate else sys.stdout)
-    try:
-        cfg = load_pretrain_config(args.fname, args.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 1
-    if args.validate:
-        print(dump_config(cfg), end="")
-        print(f"# {args.fname}: valid", file=sys.stderr)
-        return 0
-    if launched_externally():
-        if args.devices and len(args.devices) > 1:
-            raise SystemExit(
-                f"--devices {' '.join(args.devices)}: this process was started by a launcher (torchrun, Slurm) that "
-                "runs one process per device; pass at most one device"
-            )
-        world = init_distributed(args.devices[0] if args.devices else None)
-        summary = train_on_rank(world.rank, world.world_size, world.device, cfg, args.max_steps, args.resume, stop)
-        rank = world.rank
-    else:
-        devices = pick_devices(args.devices)
-        if len(devices) == 1:
-            summary = train_on_rank(0, 1, devices[0], cfg, args.max_steps, args.resume, stop)
-        else:
-            if stop is not None:
-                raise ValueError("stop= is for processes started by a launcher; spawned ranks cannot poll it")
-            summary = spawn(_spawned_rank, devices, cfg, args.max_steps, args.resume)[0]
-        rank = 0
+    cfg, code = resolve_config(args, load_pretrain_config)
+    if code is not None:
+        return code
+    if stop is not None and not launched_externally() and len(pick_devices(args.devices)) > 1:
+        raise ValueError("stop= is for processes started by a launcher; spawned ranks cannot poll it")
+    rank, summary = run_on_devices(train_on_rank, args.devices, cfg, args.max_steps, args.resume, stop)
     if rank == 0:
         state = "stopped early" if summary["stopped"] else "done"
         print(

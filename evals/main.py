@@ -19,10 +19,8 @@ from typing import Any
 
 import torch
 
-from jepa.config import ConfigError, dump_config
 from jepa.config.evals import EvalConfig, load_eval_config
-from jepa.distributed import init_distributed, launched_externally, pick_devices, spawn
-from jepa.launch import run_parser
+from jepa.launch import resolve_config, run_on_devices, run_parser
 from jepa.logging_utils import setup_logging
 
 logger = logging.getLogger("evals.main")
@@ -52,25 +50,10 @@ def _print_summary(summary: dict[str, Any], folder: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(stream=sys.stderr if args.validate else sys.stdout)
-    try:
-        cfg = load_eval_config(args.fname, args.overrides)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 1
-    if args.validate:
-        print(dump_config(cfg), end="")
-        print(f"# {args.fname}: valid", file=sys.stderr)
-        return 0
-    if launched_externally():  # torchrun / a Slurm task: this process is one rank of the job
-        world = init_distributed(args.devices[0] if args.devices else None)
-        _run_on_rank(world.rank, world.world_size, world.device, cfg, args.resume)
-        return 0
-    devices = pick_devices(args.devices)
-    if len(devices) > 1:
-        spawn(_run_on_rank, devices, cfg, args.resume)
-        return 0
-    summary = run(cfg, devices[0], resume=args.resume)
-    _print_summary(summary, str(cfg.output_folder))
+    cfg, code = resolve_config(args, load_eval_config)
+    if code is not None:
+        return code
+    run_on_devices(_run_on_rank, args.devices, cfg, args.resume)
     return 0
 
 

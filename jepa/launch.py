@@ -354,3 +354,52 @@ def run_parser(prog: str, description: str | None, config_help: str) -> argparse
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE", help="override keys")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint if there is one")
     return parser
+
+
+def resolve_config(args: argparse.Namespace, load: Callable[[str, list[str]], Any]) -> tuple[Any, int | None]:
+    """Load ``args.fname`` with ``args.overrides`` through ``load``; with ``--validate`` print it resolved. Returns
+    ``(config, None)`` to go on, or ``(None, exit code)``: 1 for an invalid config, 0 after ``--validate``."""
+    import sys
+
+    from jepa.config import ConfigError, dump_config
+
+    try:
+        cfg = load(args.fname, args.overrides)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return None, 1
+    if args.validate:
+        print(dump_config(cfg), end="")
+        print(f"# {args.fname}: valid", file=sys.stderr)
+        return None, 0
+    return cfg, None
+
+
+def run_on_devices(fn: Callable[..., Any], requested: list[str] | None, *args: Any) -> tuple[int, Any]:
+    """Run ``fn(rank, world_size, device, *args)`` on every device of the run and return ``(rank, result)``.
+
+    Under a launcher (torchrun, a Slurm task) this process is one rank: it joins the group and runs its share
+    (at most one ``requested`` device). Otherwise the requested devices (default: all GPUs, or the CPU) each get a
+    process; with one device ``fn`` runs here, with several the result is rank 0's.
+    """
+    from jepa.distributed import init_distributed, launched_externally, pick_devices, spawn
+
+    if launched_externally():
+        if requested and len(requested) > 1:
+            raise SystemExit(
+                f"--devices {' '.join(requested)}: this process was started by a launcher (torchrun, Slurm) that "
+                "runs one process per device; pass at most one device"
+            )
+        world = init_distributed(requested[0] if requested else None)
+        return world.rank, fn(world.rank, world.world_size, world.device, *args)
+    devices = pick_devices(requested)
+    if len(devices) == 1:
+        return 0, fn(0, 1, devices[0], *args)
+    return 0, spawn(_with_logging, devices, fn, *args)[0]
+
+
+def _with_logging(rank: int, world_size: int, device: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    from jepa.logging_utils import setup_logging
+
+    setup_logging()  # a spawned process starts with Python's default logging
+    return fn(rank, world_size, device, *args)
