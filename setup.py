@@ -7,11 +7,13 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["jepa", "jepa.*", "app", "app.*", "evals", "evals.*"]),
     install_requires=[
-        "torch>=2.3",
+        # 2.6: torch.serialization.safe_globals with (object, name) entries, used by jepa.checkpoint.read_checkpoint.
+        "torch>=2.6",
         "torchvision>=0.18",
         "timm>=1.0",
         "einops>=0.7",
         "numpy",
+        "safetensors>=0.4",  # weights-only checkpoint files (jepa.checkpoint.save_safetensors / read_checkpoint)
         "pyyaml>=6.0",
         "submitit>=1.5",
         "av>=12.0",

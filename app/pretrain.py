@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import resource
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,13 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader
 
-from jepa.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from jepa.checkpoint import CheckpointError, atomic_write, read_checkpoint, remove_stale_tmp, save_checkpoint
 from jepa.config import PretrainConfig, dump_config, to_dict
 from jepa.config.pretrain import ImageMaskConfig
+from jepa.data import read_bad_sample_log
 from jepa.distributed import (
     RankShardCollator,
     RankShardDataset,
@@ -141,6 +144,8 @@ def _image_data(cfg: PretrainConfig, seed: int) -> tuple[torch.utils.data.Datase
         transform=transform,
         image_size=d.crop_size,
         seed=seed,
+        on_error="random",  # a random stand-in, not the neighbour, which would get double weight
+        max_bad_fraction=d.max_bad_fraction,
     )
     mask: ImageMaskConfig = cfg.mask
     collator = MultiblockMaskCollator2D(
@@ -202,6 +207,8 @@ def _video_data(cfg: PretrainConfig, seed: int) -> tuple[torch.utils.data.Datase
         transform=transform,
         decoder=d.decoder,
         seed=seed,
+        on_error="random",  # a random stand-in, not the neighbour, which would get double weight
+        max_bad_fraction=d.max_bad_fraction,
     )
     collator = MultiblockMaskCollator3D(
         cfg.mask, crop_size=d.crop_size, num_frames=d.num_frames, patch_size=d.patch_size,
@@ -222,6 +229,83 @@ def loss_type_for(cfg: PretrainConfig) -> str:
     if cfg.loss.loss_type != "auto":
         return cfg.loss.loss_type
     return "l1" if cfg.is_video else "smooth_l1"
+
+
+class RunFolderError(RuntimeError):
+    """A new run would overwrite another run's checkpoints."""
+
+
+def check_run_folder(cfg: PretrainConfig, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a fresh run in a folder that holds another run's ``latest``: it would overwrite that run's
+    checkpoints and log. Resuming (``--resume``, ``meta.load_checkpoint``) and ``--overwrite`` are fine."""
+    latest = Path(cfg.logging.folder) / f"{cfg.logging.write_tag}-latest.pth.tar"
+    if resume or overwrite or cfg.meta.load_checkpoint or not latest.is_file():
+        return
+    raise RunFolderError(
+        f"{latest} exists: logging.folder holds another run. Continue it with --resume (or meta.load_checkpoint: "
+        "true), start afresh over it with --overwrite, or choose another logging.folder / logging.write_tag"
+    )
+
+
+# What a checkpoint's weights depend on; the other keys (lr, epochs, data paths, drop path, ...) may change on resume.
+_ARCHITECTURE_KEYS = ("app", "data.crop_size", "data.patch_size", "data.num_frames", "data.tubelet_size")
+_FREE_MODEL_KEYS = ("drop_path_rate", "use_activation_checkpointing")
+
+
+def _check_same_architecture(stored: dict[str, Any], current: dict[str, Any], path: str | Path) -> None:
+    """Raise :class:`CheckpointError` when the config stored in checkpoint ``path`` describes another model."""
+
+    def flat(cfg: dict[str, Any]) -> dict[str, Any]:
+        keys = [*_ARCHITECTURE_KEYS, *(f"model.{k}" for k in cfg.get("model", {}) if k not in _FREE_MODEL_KEYS)]
+        out = {}
+        for key in keys:
+            section, _, name = key.rpartition(".")
+            value = cfg.get(section, {}).get(name) if section else cfg.get(name)
+            out[key] = value
+        if cfg.get("app") == "ijepa":
+            out.pop("data.num_frames")
+            out.pop("data.tubelet_size")
+        out["mask (number of configs)"] = len(cfg["mask"]) if isinstance(cfg.get("mask"), list) else 1
+        return out
+
+    a, b = flat(stored), flat(current)
+    differences = [f"{k}: checkpoint {a.get(k)!r} vs this run {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
+                   if a.get(k) != b.get(k)]  # fmt: skip
+    if differences:
+        raise CheckpointError(f"{path} was written by a run of another model: " + "; ".join(differences))
+
+
+class _StopAgreement:
+    """Whether the run stops at this step boundary. One process: ``stop()`` itself. Several ranks: every rank's
+    answer is summed with an asynchronous all-reduce (on the CPU, through gloo, so no GPU sync) started at one
+    boundary and read at the next, so that all ranks stop at the same step without waiting for each other."""
+
+    def __init__(self, stop: Callable[[], bool] | None, world_size: int) -> None:
+        self.stop = stop
+        self.world_size = world_size
+        self.group: Any = None
+        self.pending: tuple[Any, torch.Tensor] | None = None
+        if stop is not None and world_size > 1:
+            self.group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
+
+    def poll(self) -> bool:
+        if self.stop is None:
+            return False
+        if self.world_size == 1:
+            return bool(self.stop())
+        agreed = self.close()
+        flag = torch.tensor([float(bool(self.stop()))])
+        self.pending = (dist.all_reduce(flag, group=self.group, async_op=True), flag)
+        return agreed
+
+    def close(self) -> bool:
+        """Wait for the exchange in flight; whether any rank asked to stop in it."""
+        if self.pending is None:
+            return False
+        work, flag = self.pending
+        self.pending = None
+        work.wait()
+        return flag.item() > 0
 
 
 def _memory_mb(device: torch.device) -> float:
@@ -266,6 +350,7 @@ class Pretrainer:
 
         with main_process_first():  # rank 0 generates files (moving-digit clips) before the others read them
             dataset, collator = build_dataset_and_collator(cfg, seed)
+        self.dataset = dataset
         batch = cfg.data.batch_size
         self.global_batch = batch * self.world_size
         weights = getattr(dataset, "sample_weights", None)
@@ -296,6 +381,7 @@ class Pretrainer:
             # Its own generator: creating an iterator must not consume the global RNG that drop path uses,
             # or a run resumed mid-pass would diverge from the uninterrupted one.
             generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=_ignore_interrupts,
         )
         opt = cfg.optimization
         self.ipe = opt.ipe or self.batches_per_pass
@@ -362,6 +448,9 @@ class Pretrainer:
         """Restore everything from a checkpoint this trainer (or the official code) wrote."""
         ckpt = read_checkpoint(path)
         from jepa.checkpoint import load_strict, strip_prefixes
+
+        if isinstance(ckpt.get("config"), dict):
+            _check_same_architecture(ckpt["config"], to_dict(self.cfg), path)
 
         for name in ("encoder", "predictor", "target_encoder"):
             if name not in ckpt:
@@ -452,29 +541,41 @@ class Pretrainer:
                     return
 
     def train(
-        self, max_steps: int | None = None, *, resume: bool = False, stop: Callable[[], bool] | None = None
+        self,
+        max_steps: int | None = None,
+        *,
+        resume: bool = False,
+        stop: Callable[[], bool] | None = None,
+        overwrite: bool = False,
     ) -> dict[str, Any]:
         """Train to the end of the configured epochs (or to ``max_steps`` global steps); returns a summary.
 
         Args:
             resume: continue from ``latest`` when it exists, whatever ``meta.load_checkpoint`` says (a requeued job).
-            stop: polled at every logging step and epoch end (on every rank; one rank saying yes is enough): when
-                true, the ranks save ``latest`` at the current step and return early with ``summary["stopped"]``.
-                A preempted job uses it to checkpoint without losing steps.
+            stop: polled at every step boundary (with several ranks, one rank saying yes is enough; the ranks agree
+                one step later, without a host sync in between): when true, the ranks save ``latest`` at the current
+                step and return early with ``summary["stopped"]``. Signals and preemption use it.
+            overwrite: start afresh even though the folder holds another run's ``latest`` (an error otherwise).
         """
+        fresh = self.step == 0
         if self.is_main:
             self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / f"params-{self.tag}.yaml").write_text(dump_config(self.cfg))
+            remove_stale_tmp(self.folder)  # left by a run killed while writing a checkpoint (logged)
         self.maybe_resume(latest_first=resume)
+        if fresh and self.step == 0 and not overwrite:
+            check_run_folder(self.cfg, resume=False, overwrite=False)
         csv = None
         if self.is_main:
+            self._write_params(resumed=self.step > 0 and fresh)
             csv = CSVLogger(self.folder / f"{self.tag}_r0.csv", CSV_COLUMNS, append=self.step > 0)
-            csv.drop_rows_after("step", self.step)
+            csv.drop_rows_after("step", self.step)  # rows logged after the checkpoint are logged again
+        bad_log = self._bad_sample_log(self.rank)
         end = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
         self.model.train()
         log_freq = self.cfg.meta.log_freq
         t_start = t_last = time.perf_counter()
         steps_since, last_loss, first_step, stopped = 0, math.nan, self.step, False
+        stop_flag = _StopAgreement(stop, self.world_size)
         logger.info(
             "training %s: %d steps (%d epochs x %d), batch %d x %d rank(s), %d samples, on %s (%s)",
             self.cfg.app, end, self.cfg.optimization.epochs, self.ipe, self.cfg.data.batch_size, self.world_size,
@@ -487,9 +588,10 @@ class Pretrainer:
             result = self.train_step(x, mask_sets(self.cfg, masks_enc, masks_pred))
             steps_since += 1
             at_epoch_end = self.step % self.ipe == 0
-            if not (self.step % log_freq == 0 or at_epoch_end or self.step == end):
+            stopped = stop_flag.poll() and self.step < end
+            if not (self.step % log_freq == 0 or at_epoch_end or self.step == end or stopped):
                 continue
-            metrics = self._synced_metrics(result, stop)
+            metrics = self._synced_metrics(result)
             self._check_finite(metrics["nonfinite"])
             now = time.perf_counter()
             step_ms = 1000 * (now - t_last) / steps_since
@@ -512,12 +614,13 @@ class Pretrainer:
                 row["samples_per_s"],
             )  # fmt: skip
             t_last, steps_since = now, 0
-            stopped = metrics["stop"] and self.step < end
             if at_epoch_end or self.step == end or stopped:
                 self.save(last_loss)
+                self._report_bad_samples(bad_log)
             if stopped:
                 logger.warning("stop requested: saved %s at step %d of %d", self.latest_path, self.step, end)
                 break
+        stop_flag.close()
         barrier()  # no rank leaves before rank 0 has written the last checkpoint
         elapsed = time.perf_counter() - t_start
         summary = {
@@ -529,26 +632,61 @@ class Pretrainer:
             "checkpoint": str(self.latest_path),
             "world_size": self.world_size,
             "stopped": stopped,
+            "bad_samples": len(self._bad_samples()),
         }
         return summary
 
-    def _synced_metrics(self, result: JEPAOutput, stop: Callable[[], bool] | None) -> dict[str, Any]:
+    def _write_params(self, resumed: bool) -> None:
+        """The resolved config next to the run; a resumed run whose config changed keeps the first one and writes
+        its own beside it."""
+        text = dump_config(self.cfg)
+        path = self.folder / f"params-{self.tag}.yaml"
+        if resumed and path.is_file() and path.read_text() != text:
+            path = self.folder / f"params-{self.tag}-step{self.step}.yaml"
+            logger.warning("the config differs from the one the run started with: writing it to %s", path)
+        atomic_write(path, lambda f: f.write(text), mode="w")
+
+    def _bad_sample_log(self, rank: int) -> Path | None:
+        """Point the data set's record of unreadable files (one per rank, appended by every worker) at the run
+        folder; None when the data set keeps no such record."""
+        if not hasattr(self.dataset, "bad_sample_log"):
+            return None
+        path = self.folder / f"{self.tag}_bad_samples_r{rank}.tsv"
+        self.dataset.bad_sample_log = path
+        return path
+
+    def _bad_samples(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for path in sorted(self.folder.glob(f"{self.tag}_bad_samples_r*.tsv")):
+            for name, reason in read_bad_sample_log(path).items():
+                found.setdefault(name, reason)
+        return found
+
+    def _report_bad_samples(self, bad_log: Path | None) -> None:
+        if bad_log is None or not self.is_main:
+            return
+        bad = self._bad_samples()
+        if bad:
+            logger.warning(
+                "%d distinct unreadable file(s) so far, each replaced by a random readable sample (listed in %s)",
+                len(bad), self.folder / f"{self.tag}_bad_samples_r*.tsv",
+            )  # fmt: skip
+
+    def _synced_metrics(self, result: JEPAOutput) -> dict[str, Any]:
         """Losses averaged over ranks, target features of the whole global batch, and whether any rank saw a
-        non-finite loss or was asked to stop (one collective; a host sync, done on logging steps only)."""
-        stop_here = bool(stop()) if stop is not None else False
+        non-finite loss (one collective; a host sync, done on logging steps only)."""
         if self.world_size == 1:
             return dict(
                 loss=result.loss.item(), loss_pred=result.loss_pred.item(), loss_reg=result.loss_reg.item(),
-                nonfinite=bool(self.nonfinite), stop=stop_here, pooled=result.target_pooled,
+                nonfinite=bool(self.nonfinite), pooled=result.target_pooled,
             )  # fmt: skip
         losses = torch.stack([t.double() for t in (result.loss, result.loss_pred, result.loss_reg)])
-        flags = torch.stack([self.nonfinite.double(), torch.tensor(float(stop_here), device=self.device).double()])
-        packed = torch.cat([losses, flags])
-        loss, loss_pred, loss_reg, nonfinite, stop_any = all_reduce_sum(packed).tolist()
+        packed = torch.cat([losses, self.nonfinite.double().reshape(1)])
+        loss, loss_pred, loss_reg, nonfinite = all_reduce_sum(packed).tolist()
         n = self.world_size
         return dict(
             loss=loss / n, loss_pred=loss_pred / n, loss_reg=loss_reg / n, nonfinite=nonfinite > 0,
-            stop=stop_any > 0, pooled=all_gather_cat(result.target_pooled),
+            pooled=all_gather_cat(result.target_pooled),
         )  # fmt: skip
 
     def _check_finite(self, nonfinite: bool) -> None:
@@ -557,6 +695,12 @@ class Pretrainer:
                 f"non-finite loss before step {self.step}; stopping without overwriting {self.latest_path} "
                 "(lower the learning rate, enable clip_grad, or use bfloat16 instead of float16)"
             )
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    # A Ctrl-C reaches the DataLoader workers too; the main process decides (save at the step boundary, then stop),
+    # and a worker that died of it would fail the batches the main process still loads before stopping.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _rng_state() -> dict[str, Any]:

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from jepa.data import DropSkipped
 from jepa.sampling import EpochSampler, SeededDataset
 
 
@@ -45,7 +46,9 @@ def val_loader(
     collate_fn: Callable | None = None,
 ) -> DataLoader:
     """Rank ``r`` evaluates samples ``r, r + world_size, ...``: every sample exactly once over all ranks (no
-    padding with repeats, which would bias the metrics)."""
+    padding with repeats, which would bias the metrics). Batches are :class:`jepa.data.PartialBatch`: a data set
+    built with ``on_error="skip"`` marks its unreadable samples, which are dropped from their batch and listed
+    with it, so that the metrics count exactly the readable samples."""
     return DataLoader(
         Subset(dataset, range(rank, len(dataset), world_size)),
         batch_size=batch_size,
@@ -53,7 +56,7 @@ def val_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=False,
-        collate_fn=collate_fn,
+        collate_fn=DropSkipped(collate_fn),
     )
 
 

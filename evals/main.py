@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from evals.probing import describe_val_samples
 from jepa.config.evals import EvalConfig, load_eval_config
 from jepa.launch import resolve_config, run_on_devices, run_parser
 from jepa.logging_utils import setup_logging
@@ -39,7 +40,8 @@ def run(cfg: EvalConfig, device: torch.device | str, *, rank: int = 0, world_siz
 def _print_summary(summary: dict[str, Any], folder: str) -> None:
     print(
         f"done: {summary['eval_name']} ({summary['tag']}), encoder {summary['encoder_checkpoint'] or 'random init'}: "
-        f"top-1 {summary['top1']:.2f}%, top-5 {summary['top5']:.2f}% over {summary['val_samples']} val samples "
+        f"top-1 {summary['top1']:.2f}%, top-5 {summary['top5']:.2f}% over "
+        f"{describe_val_samples(summary['val_samples'], summary.get('val_unreadable', 0))} "
         f"(probe {summary['best_probe']} of {len(summary['probes'])}); results in {folder}"
     )
     if len(summary["probes"]) > 1:

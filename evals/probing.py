@@ -8,8 +8,12 @@ features, each with its own learning-rate and weight-decay schedule; features ar
 gradients.
 
 Metrics (top-1, top-5, loss) are sums over the whole split, reduced across ranks, divided by the number of samples
-seen: not a mean of per-batch means. Outputs in the eval's folder: ``<write_tag>-latest.pth.tar`` (probes,
-optimizers, epoch; the official layout), ``results.csv`` (one row per probe per epoch) and ``results.json``.
+scored: not a mean of per-batch means. Validation samples that cannot be read are not scored (nor replaced by
+another sample, which would then count twice): the loader drops them from their batch (:class:`jepa.data.PartialBatch`)
+and ``results.json`` lists them under ``skipped_files``. Outputs in the eval's folder: ``<write_tag>-latest.pth.tar``
+(probes, optimizers, epoch; the official layout, loadable with ``torch.load(weights_only=True)``), ``results.csv``
+(one row per probe per epoch) and ``results.json``. Both the checkpoint and the results record the encoder they
+come from; a run of another encoder into the same folder is refused rather than overwriting them.
 """
 
 import json
@@ -27,8 +31,9 @@ from torch import Tensor, nn
 
 from jepa.checkpoint import CheckpointError, atomic_write, read_checkpoint, save_checkpoint, strip_prefixes
 from jepa.config.evals import EvalConfig, ProbeOptimConfig
-from jepa.config.strict import to_dict
-from jepa.distributed import all_reduce_sum
+from jepa.config.strict import ConfigError, to_dict
+from jepa.data import SampleLoadError, split_skipped
+from jepa.distributed import all_gather_objects, all_reduce_sum
 from jepa.logging_utils import CSVLogger
 from jepa.models import AttentiveClassifier
 from jepa.schedules import Schedules
@@ -37,6 +42,33 @@ logger = logging.getLogger(__name__)
 
 Encode = Callable[[Any], tuple[Tensor, Tensor]]
 CSV_COLUMNS = ["epoch", "probe", "lr", "weight_decay", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
+RANDOM_INIT = "random-init"  # the encoder of a run with pretrain.checkpoint null, as outputs record it
+
+
+def describe_val_samples(scored: int, unreadable: int) -> str:
+    """``"N of M val samples, K unreadable"``, pointing to the list in ``results.json`` when ``K > 0``."""
+    text = f"{scored} of {scored + unreadable} val samples, {unreadable} unreadable"
+    return f"{text} (listed in results.json)" if unreadable else text
+
+
+def same_encoder(a: str, b: str) -> bool:
+    """Whether two recorded encoders (checkpoint paths, or :data:`RANDOM_INIT`) are the same one."""
+    if a == b:
+        return True
+    if RANDOM_INIT in (a, b):
+        return False
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def encoder_of_results(path: Path) -> str | None:
+    """The encoder a ``results.json`` records (None when it records none)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} exists but cannot be read as JSON ({e}); move it away or set another tag") from e
+    if not isinstance(data, dict) or "encoder_checkpoint" not in data:
+        return None
+    return data["encoder_checkpoint"] or RANDOM_INIT
 
 
 # -- metrics ----------------------------------------------------------------------------------------------------
@@ -166,7 +198,12 @@ class ProbeTrainer:
         num_classes: classes of the task.
         device: where probes live.
         rank, world_size: this process in the group (probes are wrapped in DDP when ``world_size > 1``).
-        encoder_source: the encoder's checkpoint (None: random init), for the results.
+        encoder_source: the encoder's checkpoint (None: random init), recorded in the results and the probe
+            checkpoint.
+
+    Attributes:
+        skipped_files: path -> reason of every validation sample that could not be read, over all ranks and
+            epochs (each path once).
     """
 
     def __init__(
@@ -233,6 +270,12 @@ class ProbeTrainer:
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=opt.use_bfloat16)
         self.epoch = 0
         self.history: list[EpochResult] = []
+        self.skipped_files: dict[str, str] = {}
+
+    @property
+    def encoder_id(self) -> str:
+        """The encoder as outputs record it: its checkpoint path, or :data:`RANDOM_INIT`."""
+        return self.encoder_source or RANDOM_INIT
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     @property
@@ -241,7 +284,9 @@ class ProbeTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         """The official probe layout (``classifier``, ``opt``, ``scaler``, ``epoch``, ...) with every probe under
-        ``classifiers`` (V-JEPA 2's key) and ``classifier`` the best one on validation so far."""
+        ``classifiers`` (V-JEPA 2's key) and ``classifier`` the best one on validation so far, plus the encoder the
+        probes were trained on and the unreadable validation files. Only tensors, plain containers, numbers and
+        strings, so that ``torch.load(weights_only=True)`` reads it."""
         best = self.best_probe()
         return {
             "classifier": self.bank.probes[best].state_dict(),
@@ -256,7 +301,31 @@ class ProbeTrainer:
             "history": [vars(h) for h in self.history],
             "probe_hparams": [to_dict(h) for h in self.hparams],
             "config": to_dict(self.cfg),
+            # Not "encoder", which in a training checkpoint holds the encoder's weights.
+            "encoder_checkpoint": self.encoder_id,
+            "skipped_files": self._skipped_list(),
         }
+
+    def _skipped_list(self) -> list[dict[str, str]]:
+        return [{"path": path, "reason": reason} for path, reason in sorted(self.skipped_files.items())]
+
+    def _refuse_other_encoder(self, file: Path, theirs: str | None, action: str) -> None:
+        if theirs is None or same_encoder(theirs, self.encoder_id):
+            return
+        raise ConfigError(
+            f"{file} was produced with encoder {theirs}, but this run evaluates encoder {self.encoder_id}: "
+            f"refusing to {action}. Give this eval its own tag (outputs go to <folder>/<eval_name>/<tag>, "
+            f"here {self.folder}), or another folder."
+        )
+
+    def check_output_folder(self, resume: bool) -> None:
+        """Refuse to overwrite, or resume from, the results or probe checkpoint of another encoder."""
+        if self.latest_path.is_file():
+            theirs = read_checkpoint(self.latest_path).get("encoder_checkpoint")
+            self._refuse_other_encoder(self.latest_path, theirs, "resume from it" if resume else "overwrite it")
+        results = self.folder / "results.json"
+        if results.is_file():
+            self._refuse_other_encoder(results, encoder_of_results(results), "overwrite it")
 
     def save(self) -> Path | None:
         if self.rank != 0:
@@ -267,6 +336,7 @@ class ProbeTrainer:
         """Resume from a probe checkpoint: ours, or an official V-JEPA 1 (``classifier``) / V-JEPA 2
         (``classifiers``) one."""
         ckpt = read_checkpoint(path)
+        self._refuse_other_encoder(Path(path), ckpt.get("encoder_checkpoint"), "resume from it")
         if "classifiers" in ckpt:
             states, opts = ckpt["classifiers"], ckpt.get("opt")
         elif "classifier" in ckpt:
@@ -294,6 +364,7 @@ class ProbeTrainer:
                 logger.warning("%s: no optimizer state for probe %d; its AdamW moments start from zero", path, i)
         self.epoch = int(ckpt.get("epoch", 0))
         self.history = [EpochResult(**h) for h in ckpt.get("history", [])]
+        self.skipped_files = {s["path"]: s["reason"] for s in ckpt.get("skipped_files", [])}
         logger.info("resumed probes from %s after epoch %d", path, self.epoch)
 
     def maybe_resume(self, force: bool = False) -> None:
@@ -368,20 +439,48 @@ class ProbeTrainer:
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable | None = None) -> list[dict[str, float]]:
-        """Top-1 / top-5 / loss of every probe over the validation split (all ranks together)."""
+        """Top-1 / top-5 / loss of every probe over the readable samples of the validation split (all ranks
+        together); each result also gives ``samples`` (scored) and ``unreadable`` (distinct files the loader
+        skipped, over all ranks, which are added to :attr:`skipped_files`). Raises :class:`SampleLoadError` when
+        no sample could be scored."""
         loader = self.val_loader if loader is None else loader
         self.model.eval()
         metrics = SplitMetrics(len(self.optimizers), self.device)
         total = len(loader) if hasattr(loader, "__len__") else 0
+        skipped: dict[str, str] = {}
         start = time.perf_counter()
         for itr, batch in enumerate(loader):
-            logits, labels = self._forward(batch)
-            probs = average_views(logits)
-            nll = -probs.gather(-1, labels.expand(probs.shape[0], -1).unsqueeze(-1)).clamp(min=1e-12).log()
-            metrics.update(probs, labels, nll.squeeze(-1).sum(dim=-1))
+            batch, bad = split_skipped(batch)
+            for sample in bad:
+                skipped.setdefault(sample.path, sample.reason)
+            if batch is not None:
+                logits, labels = self._forward(batch)
+                probs = average_views(logits)
+                nll = -probs.gather(-1, labels.expand(probs.shape[0], -1).unsqueeze(-1)).clamp(min=1e-12).log()
+                metrics.update(probs, labels, nll.squeeze(-1).sum(dim=-1))
             if (itr + 1) % self.log_freq == 0 or itr + 1 == total:
                 self._progress("val", itr + 1, total, start, metrics)
-        return metrics.reduce().results()
+        metrics.reduce()
+        # Collectives on every rank before anyone raises, so that all ranks agree and none waits forever.
+        unreadable: dict[str, str] = {}
+        for part in all_gather_objects(skipped):
+            for path, reason in part.items():
+                unreadable.setdefault(path, reason)
+        if metrics.count == 0:
+            first = "; ".join(f"{p}: {r}" for p, r in list(unreadable.items())[:5])
+            raise SampleLoadError(
+                f"no validation sample could be scored: {len(unreadable)} of {len(unreadable)} are unreadable"
+                + (f" (first: {first})" if first else " (the validation split is empty)")
+            )
+        for path, reason in unreadable.items():
+            self.skipped_files.setdefault(path, reason)
+        if unreadable and self.rank == 0:
+            logger.warning(
+                "validation: %s; first: %s",
+                describe_val_samples(metrics.count, len(unreadable)),
+                "; ".join(f"{p}: {r}" for p, r in list(unreadable.items())[:3]),
+            )
+        return [{**r, "unreadable": len(unreadable)} for r in metrics.results()]
 
     def _progress(
         self, split: str, done: int, total: int, start: float, metrics: SplitMetrics, lr: float | None = None
@@ -400,7 +499,9 @@ class ProbeTrainer:
         )  # fmt: skip
 
     def run(self, resume: bool = False) -> dict[str, Any]:
-        """Train (resuming when asked), evaluate after every epoch, write CSV/JSON; returns the summary."""
+        """Train (resuming when asked), evaluate after every epoch, write CSV/JSON; returns the summary. Refuses
+        (:class:`ConfigError`) an output folder that holds the results or probes of another encoder."""
+        self.check_output_folder(resume=bool(resume or self.cfg.resume_checkpoint))
         self.maybe_resume(force=resume)
         csv = None
         if self.rank == 0:
@@ -426,14 +527,22 @@ class ProbeTrainer:
             best = self.best_probe()
             if self.rank == 0:
                 logger.info(
-                    "[epoch %d] train top-1 %.2f%%  val top-1 %.2f%%  top-5 %.2f%%  (probe %d of %d)",
+                    "[epoch %d] train top-1 %.2f%%  val top-1 %.2f%%  top-5 %.2f%%  (probe %d of %d) over %s",
                     self.epoch, train[best]["top1"], val[best]["top1"], val[best]["top5"], best, len(val),
+                    describe_val_samples(val[best]["samples"], val[best].get("unreadable", 0)),
                 )  # fmt: skip
             self.save()
             self.write_summary()
         if not self.history:
             self.history.append(EpochResult(self.epoch, [], self.evaluate()))
-        return self.write_summary()
+        summary = self.write_summary()
+        if self.rank == 0 and summary["top1"] is not None:
+            logger.info(
+                "%s (%s), encoder %s: top-1 %.2f%%, top-5 %.2f%% over %s",
+                summary["eval_name"], summary["tag"], self.encoder_id, summary["top1"], summary["top5"],
+                describe_val_samples(summary["val_samples"], summary["val_unreadable"]),
+            )  # fmt: skip
+        return summary
 
     def summary(self) -> dict[str, Any]:
         best = self.best_probe()
@@ -452,7 +561,9 @@ class ProbeTrainer:
             "random_init_encoder": self.encoder_source is None,
             "epochs": self.epoch,
             "world_size": self.world_size,
-            "val_samples": last.val[best]["samples"] if last else None,
+            "val_samples": last.val[best]["samples"] if last else None,  # scored: readable, each once
+            "val_unreadable": last.val[best].get("unreadable", 0) if last else None,
+            "skipped_files": self._skipped_list(),
             "best_probe": best,
             "top1": last.val[best]["top1"] if last else None,
             "top5": last.val[best]["top5"] if last else None,

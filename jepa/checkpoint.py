@@ -5,18 +5,48 @@ A training checkpoint is a dict with ``encoder``, ``predictor``, ``target_encode
 ``classifiers`` (V-JEPA 2). Weights saved from DDP or wrapped models carry ``module.`` / ``backbone.`` prefixes,
 which are stripped here, in one place. Loading is strict: a missing or unexpected key, or a shape that does not
 match, is an error that lists them.
+
+No code runs from a checkpoint. :func:`read_checkpoint` is the one place that opens checkpoint files, and it never
+fully unpickles: ``torch.save`` files load with ``torch.load(weights_only=True)``, which builds only tensors, plain
+containers, numbers and strings. The official releases also pickle a few NumPy scalars (their ``loss`` / ``lr``),
+so :data:`SAFE_GLOBALS` allows exactly these, and only for the duration of the load
+(``torch.serialization.safe_globals``; importing this module registers nothing):
+
+* ``numpy.core.multiarray.scalar`` and ``numpy._core.multiarray.scalar`` (one function, NumPy 1 and NumPy 2 paths:
+  what a NumPy scalar pickles as);
+* ``numpy.dtype``;
+* the dtype class of each numeric type (``type(numpy.dtype(c))`` for the codes ``?bBhHiIlLqQefdgFDG``, e.g.
+  ``numpy.dtypes.Float64DType``), which unpickling a dtype instantiates.
+
+Any other global a file asks for (a class, ``os.system``, ``getattr``, ...) is a :class:`CheckpointError` naming the
+file and the global. Files that are not checkpoints at all (text, an empty or truncated file) are errors that name
+the file and say what was expected.
+
+``.safetensors`` files (weights only, the ecosystem's safe format) are read too, so every loader here, ``jepa.hub``'s
+``checkpoint=`` and ``jepa.extract`` take them unchanged; :func:`save_safetensors` exports one network of a
+checkpoint to one (with the run's config as JSON metadata).
+
+Writes are atomic (:func:`atomic_write`: a temporary ``.{name}.XXXXXXXX.tmp`` renamed over the file); an interrupted
+writer's leftovers are removed by :func:`remove_stale_tmp`.
 """
 
+import errno
+import importlib
+import json
 import logging
 import math
 import os
 import pickle
 import re
+import struct
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import safetensors
+import safetensors.torch
 import torch
 from torch import Tensor, nn
 
@@ -35,41 +65,273 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be read or does not fit the model; the message names the file and the keys."""
 
 
+def _numpy_safe_globals() -> list[tuple[Any, str]]:
+    """The NumPy entries of :data:`SAFE_GLOBALS` as ``(object, pickled name)`` pairs, resolved for the installed
+    NumPy (its scalar function moved from ``numpy.core`` to ``numpy._core`` in NumPy 2; files name either)."""
+    try:
+        import numpy as np
+    except ImportError:  # without NumPy no file can hold NumPy objects
+        return []
+    scalar = None
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            scalar = importlib.import_module(module).scalar
+            break
+        except (ImportError, AttributeError):
+            continue
+    entries: dict[str, Any] = {"numpy.dtype": np.dtype}
+    if scalar is not None:
+        entries["numpy.core.multiarray.scalar"] = entries["numpy._core.multiarray.scalar"] = scalar
+    for code in "?bBhHiIlLqQefdgFDG":
+        cls = type(np.dtype(code))
+        entries.setdefault(f"{cls.__module__}.{cls.__qualname__}", cls)
+    return [(obj, name) for name, obj in sorted(entries.items())]
+
+
+# What torch.load(weights_only=True) may build besides tensors, containers, numbers and strings: NumPy scalars and
+# dtypes, as the official .pth.tar files hold them. Applied only around each load (see read_checkpoint).
+SAFE_GLOBALS: list[tuple[Any, str]] = _numpy_safe_globals()
+_SAFE_GLOBALS_LOCK = threading.Lock()
+
+# torch.save files start with a zip header, or (the legacy format, torch < 1.6) with a pickled magic number.
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)[2:]
+# What torch.load raises for a damaged file of the right format (found by truncating and overwriting bytes of both
+# formats): RuntimeError from the zip reader; EOFError, IndexError, KeyError, UnicodeDecodeError and struct.error
+# from the unpickler reading garbage. Its UnpicklingError is handled apart (a refused global or a damaged pickle).
+_DAMAGED_FILE_ERRORS = (RuntimeError, EOFError, IndexError, KeyError, UnicodeDecodeError, struct.error)
+# torch's weights-only unpickler refusing a global or an object it would have to build from one.
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
+_REFUSED_OBJECT = re.compile(r"Can only (?:create new object|build)|unrecognized function")
+
+# save_safetensors' metadata keys (safetensors metadata values are strings), and the checkpoint keys of each network.
+_META_NETWORK = "jepa.network"
+_META_CONFIG = "jepa.config"
+_NETWORK_KEYS = {
+    "target_encoder": ("target_encoder",),
+    "encoder": ("encoder",),
+    "predictor": ("predictor",),
+    "classifier": ("classifier", "classifiers"),
+}
+
+
+def _file_kind(path: Path) -> str | None:
+    """``"torch"``, ``"safetensors"`` or None, from the first bytes of the file."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(_ZIP_MAGIC) or (head[:1] == b"\x80" and head[2:].startswith(_LEGACY_MAGIC[:12])):
+        return "torch"
+    # safetensors: a little-endian u64 header length, then the JSON header.
+    if len(head) > 8 and head[8:9] == b"{" and 8 + struct.unpack("<Q", head[:8])[0] <= path.stat().st_size:
+        return "safetensors"
+    return None
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint file onto the CPU (tensors only unless the file needs more)."""
+    """Load a checkpoint file onto the CPU, without running code from it.
+
+    ``torch.save`` files load with ``weights_only=True`` (plus :data:`SAFE_GLOBALS`). A ``.safetensors`` file made by
+    :func:`save_safetensors` comes back as ``{network: state_dict, "config": ..., "metadata": ...}`` (under the
+    official layout's key for its network, so the loaders find it); any other safetensors file as its flat state
+    dict.
+
+    Raises:
+        CheckpointError: the file is missing, is not a checkpoint, is damaged, or asks for a Python global outside
+            :data:`SAFE_GLOBALS` (named in the message).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, expected a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Older official files pickle a few non-tensor objects (e.g. NumPy scalars); they are trusted inputs here.
-        logger.warning("%s holds non-tensor objects; loading it with full unpickling", path)
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable or truncated: {e}") from e
+        kind = _file_kind(path)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from e
+    if kind == "safetensors" or path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if kind is None:
+        what = "is empty (0 bytes)" if path.stat().st_size == 0 else "is not a checkpoint"
+        raise CheckpointError(
+            f"checkpoint {path} {what}: expected a file written by torch.save (a zip archive, or the legacy pickle "
+            "format) or a .safetensors file"
+        )
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable or truncated: {e}") from e
+        # safe_globals edits torch's process-wide list on entry and exit: one load at a time keeps another thread's
+        # exit from removing the entries while this load still needs them.
+        with _SAFE_GLOBALS_LOCK, torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _unpickling_error(path, str(e)) from e
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from e
+    except _DAMAGED_FILE_ERRORS as e:
+        detail = f"{type(e).__name__}: {e}" if str(e) else f"{type(e).__name__} (the data ends early)"
+        raise CheckpointError(f"checkpoint {path} is damaged or truncated: {detail}") from e
+
+
+def _unpickling_error(path: Path, message: str) -> CheckpointError:
+    if m := _REFUSED_GLOBAL.search(message):
+        return CheckpointError(
+            f"refusing to load checkpoint {path}: it asks for the Python global {m.group(1)}, which is not on the "
+            "allow-list (jepa.checkpoint.SAFE_GLOBALS), because loading it could run code; a checkpoint may hold "
+            "only tensors, plain containers, numbers, strings and NumPy scalars"
+        )
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", message)
+    detail = detail.group(1).strip() if detail else message.strip().splitlines()[-1]
+    if _REFUSED_OBJECT.search(message):
+        return CheckpointError(
+            f"refusing to load checkpoint {path}: building an object it holds could run code ({detail})"
+        )
+    return CheckpointError(f"checkpoint {path} is damaged or not a torch checkpoint: {detail}")
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    try:
+        with safetensors.safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except safetensors.SafetensorError as e:
+        raise CheckpointError(f"checkpoint {path} is not a valid .safetensors file (damaged or truncated?): {e}") from e
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {e}") from e
+    network = metadata.get(_META_NETWORK)
+    if network is None:
+        return tensors
+    out: dict[str, Any] = {network: tensors, "metadata": metadata}
+    if _META_CONFIG in metadata:
+        try:
+            out["config"] = json.loads(metadata[_META_CONFIG])
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"checkpoint {path}: metadata {_META_CONFIG!r} is not JSON: {e}") from e
+    return out
+
+
+def save_safetensors(
+    source: PathOrState | nn.Module,
+    path: str | os.PathLike,
+    *,
+    which: str = "target_encoder",
+    index: int = 0,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Export one network's weights to a weights-only ``.safetensors`` file, atomically (see :func:`atomic_write`).
+
+    The file holds one flat tensor dict (prefixes stripped) and string metadata: ``jepa.network`` (``which``, the
+    key :func:`read_checkpoint` puts the weights back under), ``jepa.config`` (the checkpoint's ``config`` as JSON,
+    when it has one) and ``metadata``. Every loader reads it like the checkpoint it came from::
+
+        save_safetensors("jepa-latest.pth.tar", "encoder.safetensors")     # the EMA encoder
+        encoder = load_encoder("encoder.safetensors", num_heads=16)
+
+    Args:
+        source: a checkpoint file, a dict loaded from one, a plain state dict, or a module (its ``state_dict()``).
+        path: the file to write.
+        which: the network: ``"target_encoder"``, ``"encoder"``, ``"predictor"`` or ``"classifier"`` (a probe
+            checkpoint's ``classifier``, or ``classifiers[index]``).
+        index: the probe of a ``classifiers`` list.
+        metadata: further string entries.
+    """
+    if which not in _NETWORK_KEYS:
+        raise ValueError(f"which must be one of {sorted(_NETWORK_KEYS)}, got {which!r}")
+    if isinstance(source, nn.Module):
+        source = source.state_dict()
+    ckpt = read_checkpoint(source) if isinstance(source, (str, os.PathLike)) else source
+    weights = extract_state_dict(ckpt, _NETWORK_KEYS[which], index=index)
+    tensors: dict[str, Tensor] = {}
+    storages: set[int] = set()
+    for key, value in weights.items():
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f"{_source(source)} [{which}]: {key!r} is a {type(value).__name__}, not a tensor")
+        value = value.detach().cpu().contiguous()
+        ptr = value.untyped_storage().data_ptr()
+        # safetensors refuses tensors that share memory (views, tied weights): give each its own copy.
+        tensors[key] = value.clone() if ptr in storages else value
+        storages.add(ptr)
+    meta = {_META_NETWORK: which, **(metadata or {})}
+    config = ckpt.get("config") if isinstance(ckpt, Mapping) else None
+    if config is not None:
+        meta[_META_CONFIG] = json.dumps(config, sort_keys=True)
+    data = safetensors.torch.save(tensors, metadata=meta)
+    return atomic_write(path, lambda f: f.write(data))
+
+
+# atomic_write's temporary files: tempfile.mkstemp(prefix=".{name}.", suffix=".tmp") adds 8 characters of
+# tempfile's alphabet in between; remove_stale_tmp matches exactly these names.
+_TMP_SUFFIX = ".tmp"
+_TMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(_TMP_SUFFIX))
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Write ``path`` through ``write(file)`` atomically: a temporary file in the same folder, flushed and synced,
-    then renamed over ``path`` (readers see the old file or the new one, never a partial one)."""
+    then renamed over ``path`` (readers see the old file or the new one, never a partial one).
+
+    Raises:
+        OSError: writing failed (disk full, no permission, read-only file system, ...): the error keeps its errno
+            and type, and its message names ``path`` and the errno (ENOSPC says that the disk is full). The
+            temporary file is removed and a previous ``path`` is kept.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as e:
+        if tmp is not None:
+            _remove_tmp(Path(tmp))
+        cause = _os_error_in(e)
+        if cause is None:
+            raise
+        raise _write_error(path, cause) from e
     return path
+
+
+def _remove_tmp(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError as e:  # keep the write's own error; this one is only worth a line
+        logger.warning("could not remove the temporary file %s: %s", tmp, e)
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """``e`` when it is an ``OSError`` with an errno, or the one a ``RuntimeError`` was raised while handling
+    (torch.save reports a failed write as ``RuntimeError: ... unexpected pos``, its context the file's error)."""
+    while isinstance(e, RuntimeError) and not isinstance(e, OSError):
+        e = e.__cause__ or e.__context__
+    return e if isinstance(e, OSError) and e.errno is not None else None
+
+
+def _write_error(path: Path, e: OSError) -> OSError:
+    name = errno.errorcode.get(e.errno, f"errno {e.errno}")
+    why = {errno.ENOSPC: "the disk is full", getattr(errno, "EDQUOT", -1): "the disk quota is exceeded"}.get(e.errno)
+    reason = f"{name}, {why}" if why else name
+    err = OSError(e.errno, f"could not write {path}: {reason} ({e.strerror or e})")  # OSError picks the subclass
+    err.filename = str(path)
+    return err
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` leaves in ``folder`` when its process is killed
+    mid-write (``.{name}.XXXXXXXX.tmp``), logging each; returns them. Other files, sub-folders and files of other
+    folders are left alone. Call it before anything in this run writes into ``folder``: a file being written
+    at that moment by another process would be removed too."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in sorted(folder.iterdir()):
+        if _TMP_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+            size = p.stat().st_size
+            p.unlink()
+            logger.info("removed %s (%d bytes), left by an interrupted checkpoint write", p, size)
+            removed.append(p)
+    return removed
 
 
 def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:

@@ -333,8 +333,9 @@ def spawn(fn: Callable[..., Any], devices: list[torch.device | str], *args: Any)
                 failures.append(payload)
 
     try:
-        while not context.join(timeout=0.05):
-            drain()
+        with _forwarding_signals(context.pids()):
+            while not context.join(timeout=0.05):
+                drain()
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
         drain()
         if not failures:
@@ -351,8 +352,35 @@ def spawn(fn: Callable[..., Any], devices: list[torch.device | str], *args: Any)
     return [results[r] for r in range(len(devices))]
 
 
+@contextlib.contextmanager
+def _forwarding_signals(pids: list[int]) -> Iterator[None]:
+    """Pass SIGTERM / SIGINT / SIGUSR1 sent to this (parent) process on to the spawned ranks, which save and stop
+    (each rank sits in its own process group, so a Ctrl-C on the terminal reaches it once, through here)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum: int, frame: object) -> None:
+        logger.warning("received %s: passing it on to the %d ranks", signal.Signals(signum).name, len(pids))
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signums = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+    previous = {signum: signal.signal(signum, forward) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _spawned(rank: int, fn: Callable[..., Any], devices: list[torch.device], port: int, messages: Any, args: tuple):
     world_size = len(devices)
+    os.setpgrp()  # signals for the run reach the ranks through the parent, once (see _forwarding_signals)
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size),
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),

@@ -8,8 +8,9 @@ tasks_per_node``. Each task exports the torch.distributed variables from submiti
 entry point's ``main(argv)``, which joins the process group.
 
 Preemption and time limits: Slurm sends ``USR2`` ``--signal-delay-s`` seconds before it stops the job. For an entry
-point that accepts ``stop=`` (pretraining), the signal only raises a flag; the training loop sees it at its next
-logging step, every rank saves ``latest`` at that step and returns, and then rank 0 hands the signal to submitit,
+point that accepts ``stop=`` (pretraining), the signal only raises a flag (:class:`StopSignals`; so do SIGTERM,
+SIGINT and SIGUSR1, in every launch mode); the training loop sees it at its next step boundary, every rank saves
+``latest`` at that step and returns, and then (for the preemption signal) rank 0 hands the signal to submitit,
 which calls :meth:`Job.checkpoint` and requeues the job. Other entry points (evals) are checkpointed and requeued by
 submitit at once and resume from their last checkpoint. A requeued job runs with ``--resume`` (continue from
 ``latest``), at most ``--max-requeues`` times.
@@ -21,7 +22,9 @@ import argparse
 import dataclasses
 import importlib
 import logging
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,35 +185,64 @@ def resolve_entry(entry: str) -> Callable[..., int]:
     return getattr(importlib.import_module(module), name)
 
 
-class PreemptionFlag:
-    """While active, the preemption signal sets a flag (polled by the training loop at step boundaries) instead of
-    running submitit's handler in the middle of a step; :meth:`forward` runs that handler afterwards."""
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)  # torchrun, scancel, Ctrl-C, k8s
 
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        self.received = False
-        self.previous: Any = None
 
-    def __enter__(self) -> "PreemptionFlag":
-        self.previous = signal.signal(self.signum, self._handle)
+class StopSignals:
+    """While active, each of ``signums`` raises a stop flag instead of killing the process mid-step: the training
+    loop polls :meth:`is_set` at every step boundary, saves ``latest`` and returns. A second signal, of any of
+    them, exits at once (the default action of that signal). :meth:`forward` runs the handler ``forward_signum``
+    had before (submitit's requeue), when that is the signal that arrived.
+
+    Signals whose handler is already another :class:`StopSignals`' (an outer launcher's) are left to it, and
+    outside the main thread nothing is installed (Python only runs handlers there).
+    """
+
+    def __init__(self, signums: tuple[int, ...] = STOP_SIGNALS, forward_signum: int | None = None) -> None:
+        self.signums = tuple(dict.fromkeys(signums))
+        self.forward_signum = forward_signum
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is not threading.main_thread():
+            logger.debug("not in the main thread: stop signals are not handled here")
+            return self
+        for signum in self.signums:
+            current = signal.getsignal(signum)
+            if isinstance(getattr(current, "__self__", None), StopSignals):
+                continue
+            self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(self.signum, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.received = True
-        logger.warning("received %s: saving at the next logging step, then requeuing", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            logger.error("received %s again: exiting now, without saving", name)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.received = signum
+        logger.warning("received %s: saving at the next step boundary, then stopping (send it again to exit now)",
+                       name)  # fmt: skip
 
     def is_set(self) -> bool:
-        return self.received
+        return self.received is not None
 
     def forward(self) -> None:
-        """Run the handler the signal had before (submitit's: rank 0 checkpoints the job and requeues it)."""
-        if callable(self.previous):
-            self.previous(self.signum, None)
+        """Run the handler ``forward_signum`` had before, if it is the signal that arrived (submitit's: rank 0
+        checkpoints the job and requeues it)."""
+        if self.received is None or self.received != self.forward_signum:
+            return
+        previous = self.previous.get(self.received)
+        if callable(previous):
+            previous(self.received, None)
         else:
-            logger.warning("no requeue handler for %s: run again with --resume", signal.Signals(self.signum).name)
+            logger.warning("no requeue handler for %s: run again with --resume", signal.Signals(self.received).name)
 
 
 def preemption_signal() -> int:
@@ -231,7 +263,7 @@ class Job:
         argv: its command line.
         resume_argv: appended once the job has been requeued, to continue from the last checkpoint.
         stop_aware: the entry point polls ``stop()`` and saves before returning :data:`EXIT_STOPPED`; the
-            preemption signal then waits for it (see :class:`PreemptionFlag`).
+            preemption signal then waits for it (see :class:`StopSignals`).
         max_requeues: how often :meth:`checkpoint` may requeue the job (preemptions and timeouts together).
         requeues: how often it has been requeued so far.
     """
@@ -257,7 +289,8 @@ class Job:
         logger.info("%s %s (rank %d of %d, requeue %d)", self.entry, " ".join(argv), world.rank, world.world_size,
                     self.requeues)  # fmt: skip
         if self.stop_aware:
-            with PreemptionFlag(preemption_signal()) as flag:
+            preempt = preemption_signal()
+            with StopSignals((preempt, *STOP_SIGNALS), forward_signum=preempt) as flag:
                 status = fn(argv, stop=flag.is_set)
             if status == EXIT_STOPPED:
                 flag.forward()  # rank 0: checkpoint() and requeue; it exits there (other ranks return below)
@@ -356,15 +389,25 @@ def run_parser(prog: str, description: str | None, config_help: str) -> argparse
     return parser
 
 
-def resolve_config(args: argparse.Namespace, load: Callable[[str, list[str]], Any]) -> tuple[Any, int | None]:
-    """Load ``args.fname`` with ``args.overrides`` through ``load``; with ``--validate`` print it resolved. Returns
-    ``(config, None)`` to go on, or ``(None, exit code)``: 1 for an invalid config, 0 after ``--validate``."""
+def resolve_config(
+    args: argparse.Namespace, load: Callable[[str, list[str]], Any], *, paths: bool = True
+) -> tuple[Any, int | None]:
+    """Load ``args.fname`` with ``args.overrides`` through ``load``, then check what it points at on this machine
+    (:func:`jepa.config.checks.check_paths`: data, checkpoints, output folders; skipped with ``paths=False``), so
+    that a run fails here, before building anything; with ``--validate`` print it resolved. Returns ``(config,
+    None)`` to go on, or ``(None, exit code)``: 1 for an invalid config, 0 after ``--validate``."""
     import sys
 
     from jepa.config import ConfigError, dump_config
+    from jepa.config.checks import check_paths
 
     try:
         cfg = load(args.fname, args.overrides)
+        if paths:
+            try:
+                check_paths(cfg, resume=args.resume, validate_only=args.validate)
+            except ConfigError as e:
+                raise ConfigError(f"{args.fname}: {e}") from None
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return None, 1

@@ -441,7 +441,7 @@ def test_video_eval_end_to_end_on_real_clips(tmp_path, digit_csvs):
     assert main(["--fname", str(bad), "--validate"]) == 1
 
 
-def test_image_eval_end_to_end_with_a_pretrained_checkpoint(tmp_path):
+def test_image_eval_end_to_end_with_a_pretrained_checkpoint(tmp_path, capsys):
     from evals.main import main
     from tests.conftest import make_encoder
 
@@ -460,8 +460,9 @@ def test_image_eval_end_to_end_with_a_pretrained_checkpoint(tmp_path):
     summary = json.loads((tmp_path / "out" / "img" / "results.json").read_text())
     assert summary["encoder_checkpoint"] == str(tmp_path / "e.pt") and summary["val_samples"] == 359  # 20% of 1,797
     missing = write_yaml(tmp_path, {**cfg, "pretrain": {**cfg["pretrain"], "checkpoint": "nope.pt"}}, "m.yaml")
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
-        main(["--fname", str(missing)])
+    # A missing checkpoint is a config error before anything is built (issue 13), no longer a late FileNotFoundError.
+    assert main(["--fname", str(missing)]) == 1
+    assert "nope.pt does not exist" in capsys.readouterr().err
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "evals"

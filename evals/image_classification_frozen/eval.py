@@ -41,8 +41,12 @@ def make_datasets(cfg: EvalConfig):
     name = d.dataset_name.lower()
     kind = name if name in ("digits", "mnist5k") else "imagefolder"
     common = dict(root_path=d.root_path, image_folder=d.image_folder, image_size=cfg.resolution, seed=cfg.pretrain.seed)
-    train = make_image_dataset(kind, split="train", transform=make_train_transform(cfg), **common)
-    val = make_image_dataset(kind, split="val", transform=make_eval_transforms(cfg.resolution), **common)
+    # Unreadable training images are replaced by random ones; unreadable validation images are skipped and
+    # listed, so that the metrics count each readable image once (see jepa.data.RobustDataset).
+    train = make_image_dataset(kind, split="train", transform=make_train_transform(cfg), on_error="random", **common)
+    val = make_image_dataset(
+        kind, split="val", transform=make_eval_transforms(cfg.resolution), on_error="skip", **common
+    )
     num_classes = len(train.classes)
     if len(val.classes) != num_classes:
         raise ValueError(f"{d.dataset_name}: train has {num_classes} class folders but val has {len(val.classes)}")

@@ -58,10 +58,13 @@ def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset, VideoDataset, int]:
         decoder=d.decoder,
         seed=cfg.pretrain.seed,
     )
+    # An unreadable training video is replaced by a random one; an unreadable validation video is skipped and
+    # listed, so that the metrics count each readable video once (see jepa.data.RobustDataset).
     train = VideoDataset(
         train_csvs,
         num_clips=d.num_segments if opt.attend_across_segments else 1,
         random_clip_sampling=True,
+        on_error="random",
         transform=VideoTrainTransform(
             crop_size=cfg.resolution,
             random_resize_scale=aug.random_resize_scale,
@@ -77,6 +80,7 @@ def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset, VideoDataset, int]:
         val_csvs,
         num_clips=d.num_segments,
         random_clip_sampling=False,
+        on_error="skip",
         transform=VideoEvalTransform(
             crop_size=cfg.resolution, short_side_ratio=1.0 if views > 1 else 256 / 224, num_views_per_clip=views
         ),

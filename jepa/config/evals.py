@@ -17,15 +17,32 @@ officially); the built-in data sets ``moving_digits`` (video) and ``digits`` / `
 """
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jepa.config.strict import ConfigError, apply_overrides, from_dict, ignored, read_yaml_sections
+from jepa.config.pretrain import check_betas, check_encoder_size, encoder_size
+from jepa.config.strict import (
+    ConfigError,
+    apply_overrides,
+    check_choice,
+    check_range,
+    from_dict,
+    ignored,
+    read_yaml_sections,
+    require,
+    set_fields,
+    warn_unused,
+)
 
 EVAL_NAMES = ("video_classification_frozen", "image_classification_frozen")
-VIDEO_DATASET_TYPES = ("videodataset", "moving_digits")
-IMAGE_DATASET_NAMES = ("imagenet", "inat21", "places205", "imagefolder", "digits", "mnist5k")
+VIDEO_DATASET_TYPES = ("VideoDataset", "moving_digits")
+IMAGE_DATASET_NAMES = ("ImageNet", "iNat21", "Places205", "ImageFolder", "digits", "mnist5k")
+BUILTIN_IMAGES = ("digits", "mnist5k")
+MOVING_DIGITS_CLASSES = {"digit": 10, "motion": 4}
+_VIDEO_DATA_KEYS = ("dataset_type", "dataset_train", "dataset_val", "frames_per_clip", "num_segments",
+                    "num_views_per_segment", "frame_step", "label", "decoder")  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -53,13 +70,15 @@ class EvalDataConfig:
     pin_mem: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("frames_per_clip", "num_segments", "num_views_per_segment", "num_workers"):
-            if getattr(self, name) < (0 if name == "num_workers" else 1):
-                raise ConfigError(f"data.{name}: expected >= 1, got {getattr(self, name)}")
-        if self.frame_step is not None and self.frame_step < 1:
-            raise ConfigError(f"data.frame_step: expected >= 1, got {self.frame_step}")
-        if self.num_classes is not None and self.num_classes < 2:
-            raise ConfigError(f"data.num_classes: expected >= 2, got {self.num_classes}")
+        check_choice("dataset_type", self.dataset_type, VIDEO_DATASET_TYPES)
+        if self.dataset_name is not None:
+            check_choice("dataset_name", self.dataset_name, IMAGE_DATASET_NAMES)
+        for name in ("frames_per_clip", "num_segments", "num_views_per_segment"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), "an int >= 1")
+        require(self.num_workers >= 0, "num_workers", self.num_workers, "an int >= 0 (0: load in the main process)")
+        require(self.frame_step is None or self.frame_step >= 1, "frame_step", self.frame_step, "null or an int >= 1")
+        require(self.num_classes is None or self.num_classes >= 2, "num_classes", self.num_classes, "an int >= 2")
+        require(self.resolution is None or self.resolution >= 1, "resolution", self.resolution, "null or pixels >= 1")
 
 
 @dataclass(kw_only=True)
@@ -80,8 +99,7 @@ class ProbeOptimConfig:
         if self.final_weight_decay is None:
             self.final_weight_decay = 1e-6
         for name in ("lr", "start_lr", "final_lr", "warmup", "weight_decay", "final_weight_decay"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: expected >= 0, got {getattr(self, name)}")
+            require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
 
 
 @dataclass(kw_only=True)
@@ -100,16 +118,21 @@ class EvalOptimConfig(ProbeOptimConfig):
     use_pos_embed: bool = ignored(False, "no temporal position table is added across segments (the official default)")
 
     def __post_init__(self) -> None:
+        changed = set_fields(self)  # before the defaults of start_lr / final_weight_decay are filled in
         super().__post_init__()
-        if self.num_epochs < 1:
-            raise ConfigError(f"optimization.num_epochs: expected >= 1, got {self.num_epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"optimization.batch_size: expected >= 1, got {self.batch_size}")
+        require(self.num_epochs >= 1, "num_epochs", self.num_epochs, "an int >= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "an int >= 1")
+        require(self.resolution is None or self.resolution >= 1, "resolution", self.resolution, "null or pixels >= 1")
+        require(self.clip_grad is None or self.clip_grad > 0, "clip_grad", self.clip_grad, "null (no clipping) or > 0")
+        check_betas(self.betas)
         if self.multihead_kwargs is not None and not self.multihead_kwargs:
-            raise ConfigError("optimization.multihead_kwargs: the list is empty")
+            raise ConfigError("multihead_kwargs: the list is empty")
         for i, probe in enumerate(self.probes):
             if probe.warmup > self.num_epochs:
-                raise ConfigError(f"optimization probe {i}: warmup {probe.warmup} exceeds num_epochs {self.num_epochs}")
+                raise ConfigError(f"warmup {probe.warmup} of probe {i} exceeds num_epochs {self.num_epochs}")
+        if self.multihead_kwargs:
+            for key in sorted(changed & {"lr", "start_lr", "final_lr", "warmup", "weight_decay", "final_weight_decay"}):
+                warn_unused(f"optimization.{key}", "each probe takes its values from optimization.multihead_kwargs")
 
     @property
     def probes(self) -> list[ProbeOptimConfig]:
@@ -154,26 +177,27 @@ class EvalPretrainConfig:
     seed: int = 0  # random initialisation (checkpoint: null) and data order
 
     def __post_init__(self) -> None:
-        from jepa.models import VIT_SIZES
-
-        custom = (self.embed_dim, self.depth, self.num_heads)
-        if self.model_name is None:
-            if None in (self.embed_dim, self.depth):
-                raise ConfigError("pretrain: with model_name null, embed_dim and depth are required")
-        elif self.model_name not in VIT_SIZES:
-            raise ConfigError(f"pretrain.model_name: unknown size {self.model_name!r}; known: {', '.join(VIT_SIZES)}")
-        elif any(v is not None for v in custom):
-            raise ConfigError("pretrain: embed_dim/depth/num_heads are set by model_name; set model_name: null")
-        if self.frames_per_clip < 1:
-            raise ConfigError(f"pretrain.frames_per_clip: expected >= 1, got {self.frames_per_clip}")
+        # num_heads may come from the checkpoint's stored config (see evals.encoder).
+        check_encoder_size(self.model_name, self.embed_dim, self.depth, self.num_heads, heads_required=False)
+        for name in ("patch_size", "frames_per_clip", "tubelet_size"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), "an int >= 1")
         if self.frames_per_clip > 1 and self.frames_per_clip % self.tubelet_size:
             raise ConfigError(
-                f"pretrain.frames_per_clip {self.frames_per_clip} is not a multiple of tubelet_size {self.tubelet_size}"
+                f"frames_per_clip {self.frames_per_clip} is not a multiple of tubelet_size {self.tubelet_size}"
             )
+        require(self.clip_duration is None or self.clip_duration > 0, "clip_duration", self.clip_duration,
+                "null or seconds > 0")  # fmt: skip
+        require(self.frame_step is None or self.frame_step >= 1, "frame_step", self.frame_step, "null or an int >= 1")
+        require(0 <= self.seed < 2**32, "seed", self.seed, "an int in [0, 2**32)")
 
     @property
     def is_video(self) -> bool:
         return self.frames_per_clip > 1
+
+    @property
+    def size(self) -> dict[str, int | None]:
+        """The encoder's ``embed_dim``, ``depth`` and ``num_heads`` (None: to be read from the checkpoint)."""
+        return encoder_size(self.model_name, self.embed_dim, self.depth, self.num_heads)
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -195,6 +219,11 @@ class EvalAugConfig:
     reprob: float = 0.25
     horizontal_flip: bool | None = None  # default: False for video (the official eval), True for images (timm)
 
+    def __post_init__(self) -> None:
+        check_range("random_resize_scale", self.random_resize_scale, 0.0, 1.0, lo_open=True)
+        check_range("random_resize_aspect_ratio", self.random_resize_aspect_ratio, 0.0, math.inf, lo_open=True)
+        require(0 <= self.reprob <= 1, "reprob", self.reprob, "a probability in [0, 1]")
+
 
 @dataclass(kw_only=True)
 class ClassifierConfig:
@@ -205,8 +234,9 @@ class ClassifierConfig:
     blocks_on_queries: bool = False  # V-JEPA 1's order for blocks after the first (it only matters for depth > 1)
 
     def __post_init__(self) -> None:
-        if self.num_probe_blocks < 1:
-            raise ConfigError(f"classifier.num_probe_blocks: expected >= 1, got {self.num_probe_blocks}")
+        require(self.num_heads is None or self.num_heads >= 1, "num_heads", self.num_heads,
+                "null (the encoder's) or an int >= 1")  # fmt: skip
+        require(self.num_probe_blocks >= 1, "num_probe_blocks", self.num_probe_blocks, "an int >= 1")
 
 
 @dataclass(kw_only=True)
@@ -232,41 +262,77 @@ class EvalConfig:
         return self.eval_name == "video_classification_frozen"
 
     def __post_init__(self) -> None:
-        d, opt = self.data, self.optimization
+        require(self.nodes >= 1, "nodes", self.nodes, "an int >= 1")
+        require(self.tasks_per_node >= 1, "tasks_per_node", self.tasks_per_node, "an int >= 1")
+        d, opt, p = self.data, self.optimization, self.pretrain
         if d.resolution is not None and opt.resolution is not None and d.resolution != opt.resolution:
             raise ConfigError(
                 f"data.resolution ({d.resolution}) and optimization.resolution ({opt.resolution}) disagree"
             )
-        if self.resolution % self.pretrain.patch_size:
-            raise ConfigError(
-                f"resolution {self.resolution} is not a multiple of patch_size {self.pretrain.patch_size}"
-            )
+        if self.resolution % p.patch_size:
+            raise ConfigError(f"resolution {self.resolution} is not a multiple of patch_size {p.patch_size}")
+        width, heads = p.size["embed_dim"], self.classifier.num_heads or p.size["num_heads"]
+        if heads is not None and width % heads:
+            which = "classifier.num_heads" if self.classifier.num_heads else "pretrain.num_heads"
+            raise ConfigError(f"{which} {heads} does not divide the encoder width {width} (the probe's width)")
         if self.is_video:
-            kind = d.dataset_type.lower()
-            if kind not in VIDEO_DATASET_TYPES:
-                raise ConfigError(f"data.dataset_type: expected VideoDataset or moving_digits, got {d.dataset_type!r}")
-            if kind == "videodataset":
+            if d.dataset_type.lower() == "videodataset":
                 for key in ("dataset_train", "dataset_val", "num_classes"):
                     if getattr(d, key) is None:
                         raise ConfigError(f"data.{key} is required for a VideoDataset evaluation")
-            if self.pretrain.is_video and d.frames_per_clip % self.pretrain.tubelet_size:
+            if p.is_video and d.frames_per_clip % p.tubelet_size:
                 raise ConfigError(
-                    f"data.frames_per_clip {d.frames_per_clip} is not a multiple of tubelet_size "
-                    f"{self.pretrain.tubelet_size}"
+                    f"data.frames_per_clip {d.frames_per_clip} is not a multiple of tubelet_size {p.tubelet_size}"
                 )
         else:
-            name = (d.dataset_name or "").lower()
-            if name not in IMAGE_DATASET_NAMES:
-                raise ConfigError(
-                    f"data.dataset_name: expected one of ImageNet, iNat21, Places205, ImageFolder, digits, mnist5k; "
-                    f"got {d.dataset_name!r}"
-                )
-            if name not in ("digits", "mnist5k"):
+            if d.dataset_name is None:
+                raise ConfigError(f"data.dataset_name is required: one of {', '.join(IMAGE_DATASET_NAMES)}")
+            if d.dataset_name.lower() not in BUILTIN_IMAGES:
                 for key in ("root_path", "num_classes"):
                     if getattr(d, key) is None:
                         raise ConfigError(f"data.{key} is required for an {d.dataset_name} evaluation")
+        self._check_unused_keys()
         if self.resume_checkpoint is None:
             self.resume_checkpoint = False
+
+    def _check_unused_keys(self) -> None:
+        """Data keys of the other modality or data set: an error where they contradict the chosen data (CSVs
+        given for a built-in data set), a warning where they would simply be ignored."""
+        d, changed = self.data, set_fields(self.data)
+        if self.is_video:
+            if d.dataset_type.lower() == "moving_digits":
+                for key in ("dataset_train", "dataset_val"):
+                    if key in changed:
+                        raise ConfigError(
+                            f"data.{key} is set, but dataset_type moving_digits generates its own clips: set "
+                            f"data.dataset_type: VideoDataset to evaluate on the CSVs, or remove data.{key}"
+                        )
+                classes = MOVING_DIGITS_CLASSES[d.label]
+                if d.num_classes not in (None, classes):
+                    raise ConfigError(
+                        f"data.num_classes: got {d.num_classes}, but moving_digits with label {d.label} has {classes}"
+                    )
+                unused = {"image_folder": "an image key", "dataset_name": "an image key"}
+            else:
+                unused = {"label": "moving_digits only", "image_folder": "an image key", "dataset_name": "an image key",
+                          "root_path": "VideoDataset reads the CSVs' paths"}  # fmt: skip
+        else:
+            for key in ("dataset_train", "dataset_val"):
+                if key in changed:
+                    raise ConfigError(
+                        f"data.{key} lists video annotation CSVs, but {self.eval_name} reads an image folder "
+                        "(data.root_path / data.image_folder)"
+                    )
+            if d.dataset_name.lower() in BUILTIN_IMAGES:
+                for key in ("root_path", "image_folder"):
+                    if key in changed:
+                        raise ConfigError(
+                            f"data.{key} is set, but dataset_name {d.dataset_name} is built in and reads no folder: "
+                            "set data.dataset_name: ImageFolder to evaluate on it, or remove the key"
+                        )
+            unused = {k: f"a video key; {self.eval_name} reads images" for k in _VIDEO_DATA_KEYS}
+        for key in sorted(changed & set(unused)):
+            warn_unused(f"data.{key}", unused[key])
 
     @property
     def resolution(self) -> int:

@@ -5,28 +5,42 @@ mapping, the model named under ``meta``) are recognised and mapped onto the same
 """
 
 import copy
+import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from jepa.config.strict import ConfigError, apply_overrides, from_dict, ignored, read_yaml_sections, to_dict
+from jepa.config.strict import (
+    ConfigError,
+    apply_overrides,
+    check_choice,
+    check_range,
+    from_dict,
+    ignored,
+    read_yaml_sections,
+    require,
+    set_fields,
+    to_dict,
+    warn_unused,
+)
 
 Pair = tuple[float, float]
 
-
-def _check_range(where: str, pair: Pair, lo: float, hi: float) -> None:
-    if not (lo <= pair[0] <= pair[1] <= hi):
-        raise ConfigError(f"{where}: expected {lo} <= min <= max <= {hi}, got {list(pair)}")
+IMAGE_DATASET_TYPES = ("ImageFolder", "imagenet", "digits", "mnist5k")  # jepa.image.datasets.make_image_dataset
+VIDEO_DATASET_TYPES = ("VideoDataset", "moving_digits")  # app.pretrain.video_annotation_files
+BUILTIN_IMAGES = ("digits", "mnist5k")
+_INT_MIN = "an int >= 1"
 
 
 @dataclass(kw_only=True)
 class DataConfig:
     """Where samples come from and how a batch is shaped."""
 
-    dataset_type: str = "ImageFolder"  # ImageFolder | digits | mnist5k | VideoDataset | moving_digits
-    root_path: str | None = None  # ImageFolder: root_path / image_folder / train
+    dataset_type: str = "ImageFolder"  # ImageFolder | imagenet | digits | mnist5k | VideoDataset | moving_digits
+    root_path: str | None = None  # ImageFolder: root_path / image_folder / train; moving_digits: where clips go
     image_folder: str | None = None
     datasets: list[str] = field(default_factory=list)  # video annotation CSVs
     datasets_weights: list[float] | None = None
@@ -40,6 +54,9 @@ class DataConfig:
     num_clips: int = 1
     clip_duration: float | None = None
     filter_short_videos: bool = False
+    # Stop when more than this fraction of the distinct files a process tried could not be read (each bad one is
+    # replaced by a random readable sample, counted and listed in <folder>/<write_tag>_bad_samples_r<rank>.tsv).
+    max_bad_fraction: float = 0.5
     decoder: Literal["auto", "decord", "pyav"] = "auto"
     decode_one_clip: bool = ignored(True, "clips are always decoded one at a time")
     num_workers: int = 4
@@ -50,15 +67,26 @@ class DataConfig:
     use_gaussian_blur: bool = False
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"data.batch_size: expected >= 1, got {self.batch_size}")
+        check_choice("dataset_type", self.dataset_type, IMAGE_DATASET_TYPES + VIDEO_DATASET_TYPES)
+        for name in ("batch_size", "crop_size", "patch_size", "num_frames", "tubelet_size", "sampling_rate",
+                     "num_clips"):  # fmt: skip
+            require(getattr(self, name) >= 1, name, getattr(self, name), _INT_MIN)
+        require(self.num_workers >= 0, "num_workers", self.num_workers, "an int >= 0 (0: load in the main process)")
+        # After the bounds: patch_size is >= 1 here.
         if self.crop_size % self.patch_size:
-            raise ConfigError(f"data.crop_size {self.crop_size} is not a multiple of patch_size {self.patch_size}")
-        _check_range("data.crop_scale", self.crop_scale, 0.0, 1.0)
-        if self.datasets_weights is not None and len(self.datasets_weights) != len(self.datasets):
-            raise ConfigError(
-                f"data.datasets_weights has {len(self.datasets_weights)} entries for {len(self.datasets)} datasets"
-            )
+            raise ConfigError(f"crop_size {self.crop_size} is not a multiple of patch_size {self.patch_size}")
+        check_range("crop_scale", self.crop_scale, 0.0, 1.0, lo_open=True)
+        require(self.clip_duration is None or self.clip_duration > 0, "clip_duration", self.clip_duration,
+                "null or seconds > 0")  # fmt: skip
+        require(self.color_jitter_strength >= 0, "color_jitter_strength", self.color_jitter_strength, ">= 0")
+        require(0 <= self.max_bad_fraction <= 1, "max_bad_fraction", self.max_bad_fraction, "a fraction in [0, 1]")
+        if self.datasets_weights is not None:
+            if len(self.datasets_weights) != len(self.datasets):
+                raise ConfigError(
+                    f"datasets_weights has {len(self.datasets_weights)} entries for {len(self.datasets)} datasets"
+                )
+            require(all(w >= 0 for w in self.datasets_weights) and sum(self.datasets_weights) > 0,
+                    "datasets_weights", self.datasets_weights, "weights >= 0 with a positive sum")  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -70,6 +98,11 @@ class DataAugConfig:
     random_resize_aspect_ratio: Pair = (0.75, 1.35)
     random_resize_scale: Pair = (0.3, 1.0)
     reprob: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_range("random_resize_aspect_ratio", self.random_resize_aspect_ratio, 0.0, math.inf, lo_open=True)
+        check_range("random_resize_scale", self.random_resize_scale, 0.0, 1.0, lo_open=True)
+        require(0 <= self.reprob <= 1, "reprob", self.reprob, "a probability in [0, 1]")
 
 
 @dataclass(kw_only=True)
@@ -86,12 +119,14 @@ class ImageMaskConfig:
     patch_size: int | None = None  # I-JEPA keeps the patch size here; it must agree with data.patch_size
 
     def __post_init__(self) -> None:
-        _check_range("mask.enc_mask_scale", self.enc_mask_scale, 0.0, 1.0)
-        _check_range("mask.pred_mask_scale", self.pred_mask_scale, 0.0, 1.0)
-        if not 0 < self.aspect_ratio[0] <= self.aspect_ratio[1]:
-            raise ConfigError(f"mask.aspect_ratio: expected 0 < min <= max, got {list(self.aspect_ratio)}")
-        if self.num_enc_masks < 1 or self.num_pred_masks < 1:
-            raise ConfigError("mask.num_enc_masks and mask.num_pred_masks must be >= 1")
+        # The bounds of jepa.image.masks.MultiblockMaskCollator2D: a block of scale 0 holds no token.
+        check_range("enc_mask_scale", self.enc_mask_scale, 0.0, 1.0, lo_open=True)
+        check_range("pred_mask_scale", self.pred_mask_scale, 0.0, 1.0, lo_open=True)
+        check_range("aspect_ratio", self.aspect_ratio, 0.0, math.inf, lo_open=True)
+        require(self.min_keep >= 1, "min_keep", self.min_keep, _INT_MIN)
+        require(self.num_enc_masks >= 1, "num_enc_masks", self.num_enc_masks, _INT_MIN)
+        require(self.num_pred_masks >= 1, "num_pred_masks", self.num_pred_masks, _INT_MIN)
+        require(self.patch_size is None or self.patch_size >= 1, "patch_size", self.patch_size, "null or an int >= 1")
 
 
 @dataclass(kw_only=True)
@@ -106,10 +141,48 @@ class VideoMaskConfig:
     max_keep: int | None = None
 
     def __post_init__(self) -> None:
-        _check_range("mask[].spatial_scale", self.spatial_scale, 0.0, 1.0)
-        _check_range("mask[].temporal_scale", self.temporal_scale, 0.0, 1.0)
-        if self.num_blocks < 1:
-            raise ConfigError(f"mask[].num_blocks: expected >= 1, got {self.num_blocks}")
+        # The bounds of jepa.video.masks.VideoMaskSpec, so that a valid config cannot fail in the collator.
+        check_range("spatial_scale", self.spatial_scale, 0.0, 1.0, lo_open=True)
+        check_range("temporal_scale", self.temporal_scale, 0.0, 1.0, lo_open=True)
+        check_range("aspect_ratio", self.aspect_ratio, 0.0, math.inf, lo_open=True)
+        require(self.num_blocks >= 1, "num_blocks", self.num_blocks, _INT_MIN)
+        require(0 < self.max_temporal_keep <= 1, "max_temporal_keep", self.max_temporal_keep, "a fraction in (0, 1]")
+        require(self.max_keep is None or self.max_keep >= 1, "max_keep", self.max_keep, "null or an int >= 1")
+
+
+def encoder_size(model_name: str | None, embed_dim: int | None, depth: int | None, num_heads: int | None
+                 ) -> dict[str, int | None]:  # fmt: skip
+    """``embed_dim``, ``depth``, ``num_heads`` of a released size (``model_name``) or of the custom ones."""
+    if model_name is None:
+        return dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+    from jepa.models import VIT_SIZES
+
+    return {k: VIT_SIZES[model_name][k] for k in ("embed_dim", "depth", "num_heads")}
+
+
+def check_encoder_size(model_name: str | None, embed_dim: int | None, depth: int | None, num_heads: int | None,
+                       *, heads_required: bool = True) -> None:  # fmt: skip
+    """A released size, or a custom size given in full (``num_heads`` may be left to a checkpoint when not
+    ``heads_required``): positive, with a width divisible by the heads."""
+    from jepa.models import VIT_SIZES
+
+    custom = {"embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}
+    if model_name is not None:
+        if model_name not in VIT_SIZES:
+            close = difflib.get_close_matches(model_name, list(VIT_SIZES), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"model_name: unknown size {model_name!r}; known: {', '.join(VIT_SIZES)}{hint}")
+        if any(v is not None for v in custom.values()):
+            raise ConfigError("model_name fixes embed_dim/depth/num_heads; set model_name: null to use them")
+        return
+    needed = ("embed_dim", "depth", "num_heads") if heads_required else ("embed_dim", "depth")
+    missing = [k for k in needed if custom[k] is None]
+    if missing:
+        raise ConfigError(f"{'/'.join(missing)}: required with model_name null (or name a released size)")
+    for key, value in custom.items():
+        require(value is None or value >= 1, key, value, _INT_MIN)
+    if num_heads is not None and embed_dim % num_heads:
+        raise ConfigError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
 
 
 @dataclass(kw_only=True)
@@ -134,18 +207,27 @@ class ModelConfig:
     use_activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        from jepa.models import VIT_SIZES
-
-        custom = (self.embed_dim, self.depth, self.num_heads)
-        if self.model_name is None:
-            if None in custom:
-                raise ConfigError("model: with model_name null, embed_dim, depth and num_heads are required")
-        elif self.model_name not in VIT_SIZES:
-            raise ConfigError(f"model.model_name: unknown size {self.model_name!r}; known: {', '.join(VIT_SIZES)}")
-        elif any(v is not None for v in custom):
+        check_encoder_size(self.model_name, self.embed_dim, self.depth, self.num_heads)
+        require(self.mlp_ratio > 0, "mlp_ratio", self.mlp_ratio, "> 0")
+        require(self.pred_depth >= 1, "pred_depth", self.pred_depth, _INT_MIN)
+        require(self.pred_embed_dim >= 1, "pred_embed_dim", self.pred_embed_dim, _INT_MIN)
+        require(self.pred_num_heads is None or self.pred_num_heads >= 1, "pred_num_heads", self.pred_num_heads,
+                "null (the encoder's) or an int >= 1")  # fmt: skip
+        if self.pred_embed_dim % self.predictor_heads:
             raise ConfigError(
-                "model: embed_dim/depth/num_heads are set by model_name; set model_name: null to use them"
+                f"pred_embed_dim {self.pred_embed_dim} is not divisible by the predictor's {self.predictor_heads} "
+                f"heads ({'pred_num_heads' if self.pred_num_heads else 'the encoder num_heads'})"
             )
+        require(0 <= self.drop_path_rate < 1, "drop_path_rate", self.drop_path_rate, "a probability in [0, 1)")
+
+    @property
+    def size(self) -> dict[str, int]:
+        """The encoder's ``embed_dim``, ``depth`` and ``num_heads``."""
+        return encoder_size(self.model_name, self.embed_dim, self.depth, self.num_heads)
+
+    @property
+    def predictor_heads(self) -> int:
+        return self.pred_num_heads or self.size["num_heads"]
 
 
 @dataclass(kw_only=True)
@@ -157,6 +239,10 @@ class LossConfig:
     reg_coeff: float = 0.0  # V-JEPA's hinge on the predictions' spread across tokens
     center_targets: bool = False  # subtract the batch mean at each grid position from the targets
 
+    def __post_init__(self) -> None:
+        require(self.loss_exp > 0, "loss_exp", self.loss_exp, "> 0 (the loss is |z - h| ** loss_exp / loss_exp)")
+        require(self.reg_coeff >= 0, "reg_coeff", self.reg_coeff, ">= 0")
+
 
 @dataclass(kw_only=True)
 class MetaConfig:
@@ -164,13 +250,23 @@ class MetaConfig:
 
     seed: int = 0
     load_checkpoint: bool = False  # resume: from read_checkpoint, else from <folder>/<write_tag>-latest.pth.tar
-    read_checkpoint: str | None = None
+    read_checkpoint: str | None = None  # relative: to logging.folder
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     use_sdpa: bool = True
     log_freq: int = 10  # steps between log lines / CSV rows
     checkpoint_freq: int = 1  # epochs between checkpoints (the last epoch is always saved)
     eval_freq: int = ignored(100, "the official code never reads it either")
     copy_data: bool = ignored(False, "data is read in place")
+
+    def __post_init__(self) -> None:
+        require(0 <= self.seed < 2**32, "seed", self.seed, "an int in [0, 2**32) (what numpy accepts)")
+        require(self.log_freq >= 1, "log_freq", self.log_freq, "steps >= 1")
+        require(self.checkpoint_freq >= 1, "checkpoint_freq", self.checkpoint_freq, "epochs >= 1")
+        require(self.read_checkpoint != "", "read_checkpoint", self.read_checkpoint, "null or a path")
+
+
+def check_betas(betas: Pair) -> None:
+    require(all(0 <= b < 1 for b in betas), "betas", betas, "two AdamW coefficients in [0, 1)")
 
 
 @dataclass(kw_only=True)
@@ -195,19 +291,40 @@ class OptimizationConfig:
     betas: Pair = (0.9, 0.999)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"optimization.epochs: expected >= 1, got {self.epochs}")
+        require(self.epochs >= 1, "epochs", self.epochs, _INT_MIN)
+        require(self.ipe is None or self.ipe >= 1, "ipe", self.ipe, "null (the loader's length) or steps >= 1")
         if not 0 <= self.warmup <= self.epochs:
-            raise ConfigError(f"optimization.warmup ({self.warmup}) must lie in [0, epochs={self.epochs}]")
-        if self.ipe_scale < 1.0:
-            raise ConfigError(f"optimization.ipe_scale: expected >= 1, got {self.ipe_scale}")
-        _check_range("optimization.ema", self.ema, 0.0, 1.0)
+            raise ConfigError(f"warmup ({self.warmup}) must lie in [0, epochs={self.epochs}]")
+        require(self.ipe_scale >= 1.0, "ipe_scale", self.ipe_scale, ">= 1 (the schedules' length in epochs)")
+        for name in ("start_lr", "lr", "final_lr", "weight_decay", "final_weight_decay"):
+            require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0 (negative values ascend the loss)")
+        check_range("ema", self.ema, 0.0, 1.0)
+        require(self.clip_grad is None or self.clip_grad > 0, "clip_grad", self.clip_grad, "null (no clipping) or > 0")
+        check_betas(self.betas)
 
 
 @dataclass(kw_only=True)
 class LoggingConfig:
     folder: str = "runs/default"
     write_tag: str = "jepa"
+
+    def __post_init__(self) -> None:
+        require(self.folder != "", "folder", self.folder, "a folder path")
+        require(self.write_tag != "" and "/" not in self.write_tag, "write_tag", self.write_tag,
+                "a file name prefix without '/'")  # fmt: skip
+
+
+def check_position_widths(where: str, width: int, heads: int, *, video: bool, uniform_power: bool, rope: bool
+                          ) -> None:  # fmt: skip
+    """The width a model's position encoding can be built for (jepa.models.pos_embed, jepa.models.rope)."""
+    if rope:
+        if width // heads < 6:
+            raise ConfigError(f"{where}: a head width of {width // heads} is too small for 3D RoPE (needs >= 6)")
+        return
+    # 2D tables split the width in halves of sines and cosines, 3D tables (without uniform_power) in 1/2 + 1/4 + 1/4.
+    step = 2 if video and uniform_power else 8 if video else 4
+    if width % step:
+        raise ConfigError(f"{where}: the sine-cosine position table needs a width divisible by {step}, got {width}")
 
 
 @dataclass(kw_only=True)
@@ -231,16 +348,84 @@ class PretrainConfig:
         return self.app == "vjepa"
 
     def __post_init__(self) -> None:
+        require(self.nodes >= 1, "nodes", self.nodes, _INT_MIN)
+        require(self.tasks_per_node >= 1, "tasks_per_node", self.tasks_per_node, _INT_MIN)
+        d = self.data
         if self.is_video and not isinstance(self.mask, list):
             raise ConfigError("mask: a V-JEPA config needs a list of mask configs")
         if not self.is_video and isinstance(self.mask, list):
             raise ConfigError("mask: an I-JEPA config needs one mask mapping (num_pred_masks, ...), not a list")
-        if isinstance(self.mask, ImageMaskConfig) and self.mask.patch_size not in (None, self.data.patch_size):
+        if self.is_video and not self.mask:
+            raise ConfigError("mask: the list of mask configs is empty")
+        kinds = VIDEO_DATASET_TYPES if self.is_video else IMAGE_DATASET_TYPES
+        if d.dataset_type.lower() not in {k.lower() for k in kinds}:
             raise ConfigError(
-                f"mask.patch_size {self.mask.patch_size} differs from data.patch_size {self.data.patch_size}"
+                f"data.dataset_type: got {d.dataset_type!r}, but app {self.app} reads "
+                f"{'video' if self.is_video else 'image'} data sets: {', '.join(kinds)}"
             )
-        if self.is_video and self.data.num_frames % self.data.tubelet_size:
-            raise ConfigError(f"data.num_frames {self.data.num_frames} is not a multiple of tubelet_size")
+        if isinstance(self.mask, ImageMaskConfig):
+            if self.mask.patch_size not in (None, d.patch_size):
+                raise ConfigError(f"mask.patch_size {self.mask.patch_size} differs from data.patch_size {d.patch_size}")
+            tokens = (d.crop_size // d.patch_size) ** 2
+            if self.mask.min_keep > tokens:
+                raise ConfigError(
+                    f"mask.min_keep: got {self.mask.min_keep}, expected at most the {tokens} tokens of a "
+                    f"{d.crop_size} px crop in patches of {d.patch_size}"
+                )
+        if self.is_video and d.num_frames % d.tubelet_size:
+            raise ConfigError(f"data.num_frames {d.num_frames} is not a multiple of tubelet_size {d.tubelet_size}")
+        m = self.model
+        width = dict(video=self.is_video, uniform_power=m.uniform_power, rope=m.use_rope)
+        check_position_widths("model.embed_dim", m.size["embed_dim"], m.size["num_heads"], **width)
+        check_position_widths("model.pred_embed_dim", m.pred_embed_dim, m.predictor_heads, **width)
+        self._check_unused_keys()
+
+    def _check_unused_keys(self) -> None:
+        """Keys set for another path than the one ``app`` and ``data.dataset_type`` pick: an error where they
+        contradict it (data given for a built-in data set), a warning where they would simply be ignored."""
+        d, kind = self.data, self.data.dataset_type.lower()
+        changed = set_fields(d)
+        if self.is_video:
+            unused = {k: "image augmentation (V-JEPA's is data_aug)" for k in
+                      ("crop_scale", "use_horizontal_flip", "use_color_distortion", "color_jitter_strength",
+                       "use_gaussian_blur")}  # fmt: skip
+            unused["image_folder"] = "only image data sets read it"
+            if kind == "moving_digits":
+                if "datasets" in changed:
+                    raise ConfigError(
+                        "data.datasets is set, but dataset_type moving_digits generates its own clips: set "
+                        "data.dataset_type: VideoDataset to train on the listed CSVs, or remove data.datasets"
+                    )
+            else:
+                if not d.datasets:
+                    raise ConfigError("data.datasets: lists no annotation CSV, required for dataset_type VideoDataset")
+                unused["root_path"] = "VideoDataset reads the paths in data.datasets (root_path is for moving_digits)"
+        else:
+            if d.datasets or d.datasets_weights is not None:
+                raise ConfigError(
+                    "data.datasets lists video annotation CSVs, but app ijepa reads images "
+                    f"(dataset_type {d.dataset_type}): set app: vjepa or remove data.datasets"
+                )
+            if kind in BUILTIN_IMAGES:
+                for key in ("root_path", "image_folder"):
+                    if key in changed:
+                        raise ConfigError(
+                            f"data.{key} is set, but dataset_type {d.dataset_type} is built in and reads no folder: "
+                            "set data.dataset_type: ImageFolder to train on it, or remove the key"
+                        )
+            elif d.root_path is None:
+                raise ConfigError(f"data.root_path: required for dataset_type {d.dataset_type} (the image folder)")
+            reason = "a video key; app ijepa trains on single images"
+            unused = {k: reason for k in ("num_frames", "tubelet_size", "sampling_rate", "num_clips",
+                                          "clip_duration", "filter_short_videos", "decoder")}  # fmt: skip
+            for key in sorted(set_fields(self.data_aug)):
+                warn_unused(f"data_aug.{key}", "video augmentation; app ijepa's switches are data.use_* keys")
+        for key in sorted(changed & set(unused)):
+            warn_unused(f"data.{key}", unused[key])
+        loss = self.loss
+        uses_exp = loss.loss_type == "l1" or loss.loss_type == "auto" and self.is_video
+        if "loss_exp" in set_fields(loss) and not uses_exp:
+            warn_unused("loss.loss_exp", "only the l1 loss (the default for app vjepa) raises to it")
 
 
 # I-JEPA files name the model under `meta` and flag bf16 with a boolean.

@@ -8,6 +8,8 @@ produce a one-line warning when present.
 import dataclasses
 import difflib
 import logging
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -88,14 +90,19 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # YAML 1.1 reads "1e-3" (no dot) as a string; accept it as the number it means.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):  # no schedule, rate or ratio means anything at nan or inf
+                raise ConfigError(f"{where}: got {value!r}, expected a finite number")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -122,7 +129,63 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+        raise ConfigError(_within(where, str(e), fields)) from None
+
+
+def _within(where: str, message: str, fields: Mapping[str, Any]) -> str:
+    """A section's message under its path: ``data`` + ``batch_size: ...`` -> ``data.batch_size: ...``."""
+    if not where:
+        return message
+    head = re.match(r"[A-Za-z_]\w*", message)
+    return f"{where}.{message}" if head and head.group() in fields else f"{where}: {message}"
+
+
+def require(ok: bool, key: str, value: Any, expected: str) -> None:
+    """The rule of one key: unless ``ok``, a :class:`ConfigError` naming the key, the value and what is expected."""
+    if not ok:
+        raise ConfigError(f"{key}: got {list(value) if isinstance(value, tuple) else value!r}, expected {expected}")
+
+
+def check_range(
+    key: str, pair: tuple[float, float], lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+) -> None:
+    """A ``(min, max)`` pair with ``lo <= min <= max <= hi`` (``<`` at an open end)."""
+    above = pair[0] > lo if lo_open else pair[0] >= lo
+    below = pair[1] < hi if hi_open else pair[1] <= hi
+    left = f"{lo} {'<' if lo_open else '<='} min"
+    right = "" if hi == math.inf else f" {'<' if hi_open else '<='} {hi}"
+    require(above and pair[0] <= pair[1] and below, key, pair, f"{left} <= max{right}")
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    """``value`` is one of ``choices``, in any case (how the data builders compare names); else did-you-mean."""
+    known = {c.lower(): c for c in choices}
+    if value.lower() in known:
+        return
+    close = difflib.get_close_matches(value.lower(), list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {known[close[0]]!r}?" if close else ""
+    raise ConfigError(f"{key}: got {value!r}, expected one of {', '.join(choices)} (any case){hint}")
+
+
+def set_fields(section: Any) -> set[str]:
+    """The fields of a config section whose value differs from the field's default (what a file or ``--set``
+    changed)."""
+    out = set()
+    for f in dataclasses.fields(section):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            continue
+        if getattr(section, f.name) != default:
+            out.add(f.name)
+    return out
+
+
+def warn_unused(key: str, reason: str) -> None:
+    """A key that is set but that the chosen path never reads (not an error: nothing contradicts it)."""
+    logger.warning("config key '%s' is set but not used: %s", key, reason)
 
 
 def to_dict(cfg: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Every data set here returns ``(image, label, index)``: ``image`` is ``transform(PIL RGB image)`` (the PIL image
 itself when ``transform`` is None), ``label`` an int class index and ``index`` the int index actually loaded,
-which differs from the one asked for when an unreadable file was skipped (see :class:`jepa.data.RobustDataset`).
+which differs from the one asked for when an unreadable file was replaced (see :class:`jepa.data.RobustDataset`,
+whose ``on_error`` also allows skipping it instead, for evaluation).
 """
 
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from typing import Any, Literal
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from jepa.data import RobustDataset
+from jepa.data import OnError, RobustDataset
 from jepa.digits import DigitSource, mnist5k_path  # noqa: F401  (mnist5k_path: public here too)
 
 Transform = Callable[[Image.Image], Any]
@@ -45,13 +46,13 @@ class ImageFolder(RobustDataset):
 
     Files inside a class folder may sit in nested folders; only files whose extension (any case) is in
     ``extensions`` are listed. A file that cannot be decoded is logged, counted in :attr:`skip_counter` and replaced
-    by the next sample.
+    or skipped as ``on_error`` says.
 
     Args:
         root: the split folder (see :func:`imagenet_split_root`).
         transform: applied to the PIL RGB image.
         extensions: file extensions to list, with the dot.
-        max_retries: see :class:`jepa.data.RobustDataset`.
+        max_retries, max_bad_fraction, on_error, seed: see :class:`jepa.data.RobustDataset`.
 
     Attributes:
         classes: sorted class folder names; ``label`` indexes this list.
@@ -66,8 +67,12 @@ class ImageFolder(RobustDataset):
         transform: Transform | None = None,
         extensions: Sequence[str] = IMG_EXTENSIONS,
         max_retries: int = 10,
+        *,
+        max_bad_fraction: float = 0.5,
+        on_error: OnError = "next",
+        seed: int = 0,
     ) -> None:
-        super().__init__(max_retries=max_retries)
+        super().__init__(max_retries=max_retries, max_bad_fraction=max_bad_fraction, on_error=on_error, seed=seed)
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist or is not a directory")
@@ -119,7 +124,8 @@ class BuiltinDigits(RobustDataset):
         transform: applied to the PIL RGB image of ``image_size x image_size`` pixels.
         image_size: side of the square image handed to ``transform``.
         val_fraction: share of the samples held out for ``"val"``.
-        seed: seed of the split's permutation.
+        seed: seed of the split's permutation (and of random replacements, which in-memory digits never need).
+        on_error: see :class:`jepa.data.RobustDataset`.
 
     Attributes:
         source_indices: int64 ``[len]``, the row of the source data behind each index of this split.
@@ -135,8 +141,9 @@ class BuiltinDigits(RobustDataset):
         image_size: int = 32,
         val_fraction: float = 0.2,
         seed: int = 0,
+        on_error: OnError = "next",
     ) -> None:
-        super().__init__()
+        super().__init__(on_error=on_error, seed=seed)
         self.name = name
         self.split = split
         self.transform = transform
@@ -171,6 +178,8 @@ def make_image_dataset(
     transform: Transform | None,
     image_size: int,
     seed: int = 0,
+    on_error: OnError = "next",
+    max_bad_fraction: float = 0.5,
 ) -> ImageFolder | BuiltinDigits:
     """Build the image data set a config names.
 
@@ -181,15 +190,25 @@ def make_image_dataset(
         split: ``"train"`` or ``"val"`` (``"all"`` too for the built-in ones).
         transform: applied to each PIL RGB image.
         image_size: side of the built-in digits before ``transform`` (an ImageFolder's size is the transform's).
-        seed: seed of the built-in data sets' train/val split.
+        seed: seed of the built-in data sets' train/val split and of random replacements.
+        on_error, max_bad_fraction: what an unreadable file becomes, and when too many stop the run (see
+            :class:`jepa.data.RobustDataset`).
     """
     kind = dataset_type.lower()
     if kind in ("imagefolder", "imagenet"):
         if root_path is None:
             raise ValueError(f"dataset_type {dataset_type!r} needs data.root_path")
-        return ImageFolder(imagenet_split_root(root_path, image_folder, split), transform=transform)
+        return ImageFolder(
+            imagenet_split_root(root_path, image_folder, split),
+            transform=transform,
+            max_bad_fraction=max_bad_fraction,
+            on_error=on_error,
+            seed=seed,
+        )
     if kind in ("digits", "mnist5k"):
-        return BuiltinDigits(kind, split=split, transform=transform, image_size=image_size, seed=seed)
+        return BuiltinDigits(
+            kind, split=split, transform=transform, image_size=image_size, seed=seed, on_error=on_error
+        )
     raise ValueError(
         f"unknown image dataset_type {dataset_type!r}; valid names (any case): {', '.join(IMAGE_DATASETS)}"
     )

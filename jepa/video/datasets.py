@@ -3,13 +3,15 @@
 An annotation CSV is the official V-JEPA format: one ``"<video path> <integer label>"`` per line, separated by
 white space. A sample is ``(clips, label, index)`` (see :class:`VideoDataset`); a video that cannot be read
 (missing, empty, corrupt, truncated, or too short when short videos are filtered) is logged with its path, counted
-and replaced by the next one (see :class:`jepa.data.RobustDataset`).
+and replaced or skipped as the data set's ``on_error`` says (see :class:`jepa.data.RobustDataset`). A video too
+short for one clip that is not filtered is padded with its last frame, with a warning naming it.
 
 Clip geometry: a clip of ``frames_per_clip`` frames taken every ``frame_step`` frames starting at ``start`` reads
 frames ``start + k * frame_step`` for ``k < frames_per_clip`` and is said to span ``frames_per_clip * frame_step``
 frames (the official ``clip_len``); a clip fits in a video of ``n`` frames when ``start + span <= n``.
 """
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,9 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepa.data import RobustDataset
+from jepa.data import OnError, RobustDataset
 from jepa.sampling import mix_seed
+from jepa.video.annotations import annotation_lines
 from jepa.video.decoding import Size, VideoDecoder, make_decoder
+
+logger = logging.getLogger(__name__)
 
 ClipTransform = Callable[[torch.Tensor], Any]
 
@@ -171,22 +176,9 @@ def read_annotation_csv(csv_path: str | Path) -> list[tuple[Path, int]]:
     if not csv_path.is_file():
         raise FileNotFoundError(f"annotation file {csv_path} does not exist")
     samples = []
-    with open(csv_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            fields = text.rsplit(maxsplit=1)
-            try:
-                if len(fields) != 2:
-                    raise ValueError
-                label = int(fields[1])
-            except ValueError:
-                raise ValueError(
-                    f"{csv_path}:{lineno}: expected '<video path> <integer label>', got {text!r}"
-                ) from None
-            path = Path(fields[0]).expanduser()
-            samples.append((path if path.is_absolute() else csv_path.parent / path, label))
+    for _, written, label in annotation_lines(csv_path):
+        path = Path(written).expanduser()
+        samples.append((path if path.is_absolute() else csv_path.parent / path, label))
     if not samples:
         raise ValueError(f"annotation file {csv_path} lists no videos")
     return samples
@@ -215,8 +207,9 @@ class VideoDataset(RobustDataset):
         decoder: ``"auto"``, ``"decord"``, ``"pyav"`` or a :class:`VideoDecoder`.
         resize_on_decode: ``(height, width)`` that frames are resized to while decoding (cheaper than decoding
             full-size frames and resizing afterwards); None keeps the stored size.
-        max_retries: see :class:`jepa.data.RobustDataset`.
-        seed: mixed into the seed of the random clip positions.
+        max_retries, max_bad_fraction, on_error: see :class:`jepa.data.RobustDataset` (``"random"`` for
+            training, ``"skip"`` for evaluation).
+        seed: mixed into the seed of the random clip positions and of random replacements.
 
     Attributes:
         paths: video path per index.
@@ -224,6 +217,9 @@ class VideoDataset(RobustDataset):
         dataset_ids: int64 ``[len]``, which CSV of ``data_paths`` each index comes from.
         sample_weights: float64 ``[len]``, summing to 1; the videos of CSV ``d`` share its normalised weight
             equally (``weight_d / sum(weights) / num_videos_d``). Draw with :class:`jepa.sampling.WeightedEpochSampler`.
+        padded_files: path -> frames it holds, of every video this process padded by repeating its last frame
+            (shorter than the ``(frames_per_clip - 1) * step + 1`` frames one clip reads); each is also logged
+            once, with the frames it has and needs.
     """
 
     def __init__(
@@ -243,8 +239,10 @@ class VideoDataset(RobustDataset):
         resize_on_decode: Size | None = None,
         max_retries: int = 10,
         seed: int = 0,
+        max_bad_fraction: float = 0.5,
+        on_error: OnError = "next",
     ) -> None:
-        super().__init__(max_retries=max_retries)
+        super().__init__(max_retries=max_retries, max_bad_fraction=max_bad_fraction, on_error=on_error, seed=seed)
         if isinstance(data_paths, str | Path):
             data_paths = [data_paths]
         if not data_paths:
@@ -266,7 +264,7 @@ class VideoDataset(RobustDataset):
         self.transform = transform
         self.decoder = make_decoder(decoder) if isinstance(decoder, str) else decoder
         self.resize_on_decode = resize_on_decode
-        self.seed = seed
+        self.padded_files: dict[str, int] = {}
 
         per_csv = [read_annotation_csv(p) for p in self.data_paths]
         self.paths: list[Path] = [path for samples in per_csv for path, _ in samples]
@@ -304,12 +302,26 @@ class VideoDataset(RobustDataset):
             )
         except TooShort as e:
             raise TooShort(f"{path}: {e}") from None
+        needed = (self.frames_per_clip - 1) * step + 1  # the last frame a clip from frame 0 reads, plus one
+        if num_frames < needed:
+            self._note_padded(path, num_frames, needed, step)
         # One read for all clips: the decoder visits the file once, in order.
         frames = torch.from_numpy(self.decoder.read(path, np.concatenate(clips), self.resize_on_decode))
         out = list(frames.split(self.frames_per_clip))
         if self.transform is not None:
             out = [self.transform(clip) for clip in out]
         return (out[0] if self.num_clips == 1 else out), int(self.targets[index])
+
+    def _note_padded(self, path: Path, num_frames: int, needed: int, step: int) -> None:
+        key = str(path)
+        if key in self.padded_files:
+            return
+        self.padded_files[key] = num_frames
+        logger.warning(
+            "%s holds %d frames but a clip of %d frames every %d needs %d: padding it by repeating its last frame "
+            "(%d short videos padded so far in this process; filter_short_videos skips them instead)",
+            key, num_frames, self.frames_per_clip, step, needed, len(self.padded_files),
+        )  # fmt: skip
 
 
 def _sample_weights(sizes: list[int], weights: Sequence[float] | None, names: list[Path]) -> np.ndarray:
