@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds the fault schedule")
     p.add_argument("--videos", type=int, default=200, help="clips in the training CSV")
     p.add_argument("--corrupt", type=int, default=6, help="clip files corrupted over the run")
+    p.add_argument("--interruptions", type=int, default=4, help="SIGTERMs and as many kill -9s over the run")
     p.add_argument("--interval", type=float, nargs=2, default=(20.0, 60.0), help="seconds between faults")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--set", dest="overrides", nargs="*", default=[], help="more config overrides")
@@ -126,9 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     videos = [Path(line.split()[0]) for line in Path(data).read_text().splitlines() if line.strip()]
     to_corrupt = rng.sample(videos, min(args.corrupt, len(videos)))
+    # Every kind of fault happens: a shuffled schedule, consumed in order; the run then goes on to its end.
+    faults = ["corrupt"] * len(to_corrupt) + ["sigterm", "kill9"] * args.interruptions
+    rng.shuffle(faults)
     injected: dict[str, str] = {}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    rss: list[float] = []
+    rss: dict[int, list[float]] = {}
     lost_on_signal = redone_after_kill = 0
     attempt, target = 0, epochs * ipe
     started = time.monotonic()
@@ -144,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         fault = None
         while proc.poll() is None:
             time.sleep(1.0)
-            rss.append(rss_mb(proc.pid))
-            if time.monotonic() < fault_at:
+            if (mb := rss_mb(proc.pid)) > 0:
+                rss.setdefault(attempt, []).append(mb)
+            if time.monotonic() < fault_at or not faults:
                 continue
-            fault = rng.choice(["sigterm", "kill9", "corrupt"] if to_corrupt else ["sigterm", "kill9"])
+            fault = faults.pop()
             if fault == "corrupt":
                 victim = to_corrupt.pop()
                 injected[str(victim)] = corrupt(victim, rng)
@@ -185,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         "log_is_exact": steps == sorted(set(steps)) and (not steps or steps[-1] == target),
         "bad_files_injected": len(injected), "bad_files_reported": len(reported),
         "bad_files_missed": sorted(set(injected) - set(reported)),
-        "rss_mb": {"first": round(rss[0], 1) if rss else None, "max": round(max(rss), 1) if rss else None,
-                   "last": round(rss[-1], 1) if rss else None},
+        # Per attempt (a restart starts a new process): memory after start-up, at its peak and at the end.
+        "rss_mb": {a: {"after_10s": round(v[min(9, len(v) - 1)], 1), "max": round(max(v), 1), "last": round(v[-1], 1)}
+                   for a, v in rss.items()},
         "seconds": round(time.monotonic() - started, 1),
     }  # fmt: skip
     print(json.dumps(summary), flush=True)
