@@ -49,7 +49,8 @@ from jepa.distributed import (
 from jepa.logging_utils import CSVLogger
 from jepa.losses import collapse_stats
 from jepa.meta_arch import JEPA, JEPAOutput
-from jepa.models import VisionTransformer, VisionTransformerPredictor, build_encoder, vit_predictor
+from jepa.models import VisionTransformer, VisionTransformerPredictor
+from jepa.models.builder import build_models_from_spec
 from jepa.optim import make_adamw, set_hyperparams
 from jepa.sampling import EpochSampler, SeededDataset, WeightedEpochSampler, mix_seed
 from jepa.schedules import Schedules
@@ -70,48 +71,8 @@ _NO_BUFFER_SYNC = (
 
 
 def build_models(cfg: PretrainConfig) -> tuple[VisionTransformer, VisionTransformerPredictor]:
-    """Encoder and predictor as the config describes them."""
-    d, m = cfg.data, cfg.model
-    num_frames = d.num_frames if cfg.is_video else 1
-    custom = (
-        {} if m.model_name else dict(embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio)
-    )
-    encoder = build_encoder(
-        m.model_name,
-        img_size=d.crop_size,
-        patch_size=d.patch_size,
-        num_frames=num_frames,
-        tubelet_size=d.tubelet_size,
-        uniform_power=m.uniform_power,
-        use_sdpa=cfg.meta.use_sdpa,
-        use_rope=m.use_rope,
-        use_silu=m.use_silu,
-        wide_silu=m.wide_silu,
-        drop_path_rate=m.drop_path_rate,
-        use_activation_checkpointing=m.use_activation_checkpointing,
-        **custom,
-    )
-    predictor = vit_predictor(
-        img_size=d.crop_size,
-        patch_size=d.patch_size,
-        num_frames=num_frames,
-        tubelet_size=d.tubelet_size,
-        embed_dim=encoder.embed_dim,
-        predictor_embed_dim=m.pred_embed_dim,
-        depth=m.pred_depth,
-        num_heads=m.pred_num_heads or encoder.num_heads,
-        uniform_power=m.uniform_power,
-        use_mask_tokens=m.use_mask_tokens,
-        num_mask_tokens=len(cfg.mask) if isinstance(cfg.mask, list) else 1,
-        zero_init_mask_tokens=m.zero_init_mask_tokens,
-        use_rope=m.use_rope,
-        square_rope_grid=False,
-        use_silu=m.use_silu,
-        wide_silu=m.wide_silu,
-        use_sdpa=cfg.meta.use_sdpa,
-        use_activation_checkpointing=m.use_activation_checkpointing,
-    )
-    return encoder, predictor
+    """Encoder and predictor as the config describes them (its model spec, through the one builder)."""
+    return build_models_from_spec(cfg.model_spec())
 
 
 MOVING_DIGITS_VIDEOS = 2000  # clips generated for `dataset_type: moving_digits` (about 20 s, once)
@@ -147,19 +108,8 @@ def _image_data(cfg: PretrainConfig, seed: int) -> tuple[torch.utils.data.Datase
         on_error="random",  # a random stand-in, not the neighbour, which would get double weight
         max_bad_fraction=d.max_bad_fraction,
     )
-    mask: ImageMaskConfig = cfg.mask
-    collator = MultiblockMaskCollator2D(
-        input_size=d.crop_size,
-        patch_size=d.patch_size,
-        enc_mask_scale=mask.enc_mask_scale,
-        pred_mask_scale=mask.pred_mask_scale,
-        aspect_ratio=mask.aspect_ratio,
-        nenc=mask.num_enc_masks,
-        npred=mask.num_pred_masks,
-        min_keep=mask.min_keep,
-        allow_overlap=mask.allow_overlap,
-        seed=seed,
-    )
+    assert isinstance(cfg.mask, ImageMaskConfig)  # an ijepa config holds one mask mapping (PretrainConfig checks it)
+    collator = MultiblockMaskCollator2D(cfg.mask, input_size=d.crop_size, patch_size=d.patch_size, seed=seed)
     return dataset, collator
 
 

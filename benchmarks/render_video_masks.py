@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from jepa.config.pretrain import VideoMaskConfig
 from jepa.masks import masks_to_grid
 from jepa.video.masks import MultiblockMaskCollator3D
 from jepa.video.moving_digits import make_moving_digits
 
 PAPER_MASKS = [
-    dict(aspect_ratio=(0.75, 1.5), num_blocks=8, spatial_scale=(0.15, 0.15), temporal_scale=(1.0, 1.0)),
-    dict(aspect_ratio=(0.75, 1.5), num_blocks=2, spatial_scale=(0.7, 0.7), temporal_scale=(1.0, 1.0)),
+    VideoMaskConfig(aspect_ratio=(0.75, 1.5), num_blocks=8, spatial_scale=(0.15, 0.15), temporal_scale=(1.0, 1.0)),
+    VideoMaskConfig(aspect_ratio=(0.75, 1.5), num_blocks=2, spatial_scale=(0.7, 0.7), temporal_scale=(1.0, 1.0)),
 ]
 CROP, FRAMES, PATCH, TUBELET = 224, 16, 16, 2
 TARGET_TINT = np.array([255, 40, 40], dtype=np.float32)
@@ -93,7 +94,7 @@ def main() -> None:
     for r, (b, i) in enumerate(rows):
         y = HEADER_HEIGHT + r * (args.cell + GAP)
         cfg = PAPER_MASKS[i]
-        label = f"sample {b}\nmask {i}: {cfg['num_blocks']} x {cfg['spatial_scale'][0]}"
+        label = f"sample {b}\nmask {i}: {cfg.num_blocks} x {cfg.spatial_scale[0]}"
         label += f"\nctx {masks_enc[i].shape[1]}, tgt {masks_pred[i].shape[1]}"
         draw.multiline_text((4, y + 4), label, fill="black")
         context = masks_to_grid(masks_enc[i][b], grid).numpy()

@@ -9,63 +9,67 @@
 """
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from jepa.checkpoint import CheckpointError, load_encoder, read_checkpoint
-from jepa.config.evals import EvalConfig
-from jepa.models import VisionTransformer, build_encoder
+from jepa.config import ConfigError
+from jepa.config.evals import EvalConfig, checkpoint_disagreements
+from jepa.config.pretrain import model_spec_from_config_dict
+from jepa.models import VisionTransformer
+from jepa.models.builder import build_encoder_from_spec
+from jepa.spec import EncoderSpec, with_architecture_of
 from jepa.video.transforms import images_as_clips
 
 logger = logging.getLogger(__name__)
 
 
-def _num_heads_from_run(path: Path) -> int | None:
-    """The encoder's heads as recorded in one of our pretraining checkpoints (its ``config``), if there."""
-    config = read_checkpoint(path).get("config")
-    if isinstance(config, dict):
-        return (config.get("model") or {}).get("num_heads")
-    return None
+def eval_encoder_spec(cfg: EvalConfig, stored: Mapping[str, Any] | None = None, path: str | Path = "") -> EncoderSpec:
+    """The encoder an eval builds: ``cfg.pretrain``'s, or, when the checkpoint ``path`` stores its config
+    (``stored``: ours do), the architecture recorded there, at the eval's resolution and frame count.
+
+    Raises:
+        ConfigError: ``cfg.pretrain`` describes another encoder than the stored config (each key with both values).
+        CheckpointError: ``cfg.pretrain`` leaves ``num_heads`` open and no stored config records it.
+    """
+    spec = cfg.encoder_spec()
+    if stored is not None:
+        trained = model_spec_from_config_dict(stored).encoder
+        problems = checkpoint_disagreements(cfg, trained, path)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        spec = with_architecture_of(spec, trained)
+    if spec.num_heads is None:
+        raise CheckpointError("pretrain.num_heads is required with model_name null (not recorded in the checkpoint)")
+    return spec
 
 
 def build_frozen_encoder(cfg: EvalConfig) -> tuple[VisionTransformer, str | None]:
-    """The encoder ``cfg.pretrain`` describes, loaded strictly from ``folder / checkpoint`` (or randomly
-    initialised when ``checkpoint`` is null), frozen and in eval mode; returns it and the checkpoint path."""
+    """The encoder :func:`eval_encoder_spec` describes, loaded strictly from ``pretrain.folder / checkpoint`` (or
+    randomly initialised when ``checkpoint`` is null), frozen and in eval mode; returns it and the checkpoint path."""
     p = cfg.pretrain
-    kwargs = dict(
-        img_size=cfg.resolution,
-        patch_size=p.patch_size,
-        num_frames=p.frames_per_clip,
-        tubelet_size=p.tubelet_size,
-        uniform_power=p.uniform_power,
-        use_rope=p.use_rope,
-        use_sdpa=p.use_sdpa,
-        use_silu=p.use_silu,
-        wide_silu=p.wide_silu,
-    )
     path = p.checkpoint_path
-    if p.model_name is None:
-        kwargs.update(embed_dim=p.embed_dim, depth=p.depth)
-        heads = p.num_heads
-        if heads is None and path is not None and path.is_file():
-            heads = _num_heads_from_run(path)
-        if heads is None:
-            raise CheckpointError(
-                "pretrain.num_heads is required with model_name null (not recorded in the checkpoint)"
-            )
-        kwargs["num_heads"] = heads
     if path is None:
+        spec = eval_encoder_spec(cfg)
         logger.warning("pretrain.checkpoint is null: evaluating a RANDOMLY INITIALISED encoder (seed %d)", p.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
-            encoder = build_encoder(p.model_name, **kwargs)
+            encoder = build_encoder_from_spec(spec)
         encoder.eval().requires_grad_(False)
         return encoder, None
     if not path.is_file():
         raise FileNotFoundError(f"pretrain.folder / pretrain.checkpoint: {path} does not exist")
-    encoder = load_encoder(path, which=p.checkpoint_key, model_name=p.model_name, **kwargs)
+    ckpt = read_checkpoint(path)  # read once: its stored config, then its weights
+    stored = ckpt.get("config")
+    spec = eval_encoder_spec(cfg, stored if isinstance(stored, dict) else None, path)
+    try:
+        encoder = load_encoder(ckpt, which=p.checkpoint_key, spec=spec)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from e
     return encoder, str(path)
 
 

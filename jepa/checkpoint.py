@@ -51,9 +51,11 @@ import torch
 from torch import Tensor, nn
 
 from jepa.models.attentive_pooler import AttentiveClassifier
+from jepa.models.builder import build_encoder_from_spec, build_predictor_from_spec
 from jepa.models.pos_embed import Grid, interpolate_pos_embed
 from jepa.models.predictor import VisionTransformerPredictor, vit_predictor
-from jepa.models.vision_transformer import VIT_SIZES, VisionTransformer, build_vit, to_hw
+from jepa.models.vision_transformer import VIT_SIZES, VisionTransformer, to_hw
+from jepa.spec import EncoderSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -503,6 +505,7 @@ def load_encoder(
     *,
     which: str = "target_encoder",
     model_name: str | None = None,
+    spec: EncoderSpec | ModelSpec | None = None,
     **model_kwargs: Any,
 ) -> VisionTransformer:
     """A frozen :class:`VisionTransformer` in eval mode, from a checkpoint file or a loaded dict.
@@ -514,6 +517,9 @@ def load_encoder(
         model_name: a released size (``"vit_large"``, ...). When omitted, the width and depth read from the weights
             pick a released size if one matches, otherwise :class:`VisionTransformer` is built from the weights'
             shapes and ``model_kwargs`` (which must then give ``num_heads``).
+        spec: the architecture as a :mod:`jepa.spec` model spec (from a config, a release or a checkpoint's stored
+            config), built as it is by :mod:`jepa.models.builder`; nothing is read from the weights then, and
+            ``model_name`` / ``model_kwargs`` are left out.
         **model_kwargs: any :class:`VisionTransformer` keyword (``img_size``, ``num_frames``, ``use_sdpa``, ...);
             they override what is read from the weights. A position table of another resolution is resampled.
     """
@@ -521,6 +527,22 @@ def load_encoder(
         raise ValueError(f"which must be 'target_encoder' or 'encoder', got {which!r}")
     source = _source(path_or_state)
     state_dict = extract_state_dict(path_or_state, (which,))
+    if spec is not None:
+        if model_name is not None or model_kwargs:
+            raise TypeError("load_encoder: spec= fixes the architecture; leave out model_name and other keywords")
+        model = build_encoder_from_spec(spec)
+    else:
+        model = _encoder_from_weights(state_dict, source, model_name, model_kwargs)
+    _fit_table(state_dict, "pos_embed", model, model.is_video, source)
+    load_strict(model, state_dict, f"{source} [{which}]")
+    return _freeze(model)
+
+
+def _encoder_from_weights(
+    state_dict: Mapping[str, Tensor], source: str, model_name: str | None, model_kwargs: dict[str, Any]
+) -> VisionTransformer:
+    """The encoder that the weights' shapes, ``model_name`` and ``model_kwargs`` describe (see :func:`load_encoder`),
+    as a spec built by the one builder."""
     inferred = encoder_kwargs_from_state_dict(state_dict)
     video = "tubelet_size" in inferred
     merged = {**inferred, **model_kwargs}
@@ -541,23 +563,29 @@ def load_encoder(
             merged.pop("num_heads", None)
         else:
             model_name = None
+    norm_layer = merged.pop("norm_layer", None)
     if model_name is not None:
-        size_keys = VIT_SIZES[model_name].keys()
-        model = build_vit(model_name, **{k: v for k, v in merged.items() if k not in size_keys or k in model_kwargs})
+        size_keys = VIT_SIZES.get(model_name, {}).keys()  # the size's; keywords giving them clash (a TypeError)
+        rest = {k: v for k, v in merged.items() if k not in size_keys or k in model_kwargs}
+        spec = EncoderSpec.of(model_name, **rest)
     else:
         if "num_heads" not in merged:
             raise CheckpointError(
                 f"{source}: width {inferred['embed_dim']} / depth {inferred['depth']} is not a released size and the "
                 "number of heads cannot be read from weights; pass num_heads= (or model_name=)"
             )
-        model = VisionTransformer(**merged)
-    _fit_table(state_dict, "pos_embed", model, model.is_video, source)
-    load_strict(model, state_dict, f"{source} [{which}]")
-    return _freeze(model)
+        # The norm eps cannot be read from weights: a custom size is a plain VisionTransformer (torch's 1e-5).
+        spec = EncoderSpec(**{"norm_eps": 1e-5, **merged})
+    return build_encoder_from_spec(spec, norm_layer=norm_layer)
 
 
-def load_predictor(path_or_state: PathOrState, **predictor_kwargs: Any) -> VisionTransformerPredictor:
+def load_predictor(
+    path_or_state: PathOrState, *, spec: ModelSpec | None = None, **predictor_kwargs: Any
+) -> VisionTransformerPredictor:
     """A frozen predictor (eval mode) from a training checkpoint's ``predictor`` or a plain state dict.
+
+    With ``spec`` (a :class:`jepa.spec.ModelSpec` with a predictor) the predictor is built from it as it is, and
+    ``predictor_kwargs`` are left out. Otherwise:
 
     Widths, depth, the number of mask tokens and RoPE are read from the weights; ``num_heads`` must be given (the
     official code sets it from the encoder). The token grid comes from ``img_size`` / ``patch_size`` /
@@ -569,6 +597,13 @@ def load_predictor(path_or_state: PathOrState, **predictor_kwargs: Any) -> Visio
     state_dict = extract_state_dict(path_or_state, ("predictor",))
     if "predictor_embed.weight" not in state_dict:
         raise CheckpointError(f"{source}: not predictor weights (no predictor_embed.weight)")
+    if spec is not None:
+        if predictor_kwargs:
+            raise TypeError("load_predictor: spec= fixes the architecture; leave out other keywords")
+        model = build_predictor_from_spec(spec)
+        _fit_table(state_dict, "predictor_pos_embed", model, model.is_video, source)
+        load_strict(model, state_dict, f"{source} [predictor]")
+        return _freeze(model)
     if "num_heads" not in predictor_kwargs:
         raise CheckpointError(f"{source}: the predictor's number of heads cannot be read from weights; pass num_heads=")
     embed = state_dict["predictor_embed.weight"]

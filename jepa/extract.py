@@ -25,6 +25,7 @@ files fail the run stops with an error.
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -40,12 +41,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jepa.checkpoint import atomic_write, load_encoder, read_checkpoint, save_checkpoint
+from jepa.checkpoint import CheckpointError, atomic_write, load_encoder, read_checkpoint, save_checkpoint
+from jepa.config.pretrain import model_spec_from_config_dict
 from jepa.data import READ_ERRORS, SkipCounter
 from jepa.features import POOLINGS, pool
 from jepa.image.datasets import ImageFolder
-from jepa.models.vision_transformer import VIT_SIZES, VisionTransformer
+from jepa.models.vision_transformer import VisionTransformer
 from jepa.preprocess import Preprocess
+from jepa.spec import ARCHITECTURE_KEYS, VIT_SIZES, EncoderSpec, spec_differences, with_architecture_of
 from jepa.video.datasets import VideoDataset, clip_indices, sliding_clip_indices
 from jepa.video.decoding import VideoDecoder
 
@@ -248,17 +251,8 @@ def extract_features(
         max_skip_fraction: stop when more than this fraction of at least 20 files failed to load.
     """
     out = Path(out)
-    if out.suffix not in (".npy", ".pt"):
-        raise ValueError(f"--out must end in .npy or .pt, got {out}")
-    if pool_mode not in POOLINGS:
-        raise ValueError(f"unknown pooling {pool_mode!r}; valid: {', '.join(POOLINGS)}")
-    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+    _check_arguments(encoder, dataset, out, pool_mode, batch_size, chunk_size)
     video = isinstance(dataset, VideoClipDataset)
-    if video and not encoder.is_video:
-        raise ValueError("this is an image encoder (num_frames == 1); it cannot encode video clips")
-    index_path, summary_path, partial = sidecar_paths(out)
     n = len(dataset)
     paths = [str(p) for p in dataset.paths]
     full_settings = {
@@ -270,23 +264,10 @@ def extract_features(
         "chunk_size": chunk_size,
     }
     full_settings = json.loads(json.dumps(full_settings, default=str))  # as it reads back from JSON
-
-    if overwrite:
-        shutil.rmtree(partial, ignore_errors=True)
-        for p in (out, index_path, summary_path):
-            p.unlink(missing_ok=True)
-    elif out.exists() and summary_path.exists() and not partial.exists():
-        summary = json.loads(summary_path.read_text())
-        _check_settings(summary.get("settings", {}), full_settings, summary_path)
-        logger.info("%s is complete (%d rows); nothing to do (--overwrite redoes it)", out, summary["rows"])
-        return ExtractionResult(out, index_path, summary_path, summary["rows"], summary.get("skipped", []))
-
-    partial.mkdir(parents=True, exist_ok=True)
-    settings_file = partial / "settings.json"
-    if settings_file.exists():
-        _check_settings(json.loads(settings_file.read_text()), full_settings, settings_file)
-    else:
-        atomic_write(settings_file, lambda f: f.write(json.dumps(full_settings, indent=1)), mode="w")
+    complete = _start_outputs(out, full_settings, overwrite)
+    if complete is not None:
+        return complete
+    partial = sidecar_paths(out)[2]
 
     chunks = list(_chunks(n, chunk_size))
     chunk_file = {c: partial / f"chunk-{c:06d}.pt" for c, _, _ in chunks}
@@ -311,6 +292,40 @@ def extract_features(
         computed += 1
     progress.update(0, 0, force=True)
     return _finish(out, chunks, chunk_file, full_settings, computed, len(done))
+
+
+def _check_arguments(encoder, dataset, out: Path, pool_mode: str, batch_size: int, chunk_size: int) -> None:
+    if out.suffix not in (".npy", ".pt"):
+        raise ValueError(f"--out must end in .npy or .pt, got {out}")
+    if pool_mode not in POOLINGS:
+        raise ValueError(f"unknown pooling {pool_mode!r}; valid: {', '.join(POOLINGS)}")
+    for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if isinstance(dataset, VideoClipDataset) and not encoder.is_video:
+        raise ValueError("this is an image encoder (num_frames == 1); it cannot encode video clips")
+
+
+def _start_outputs(out: Path, settings: dict[str, Any], overwrite: bool) -> ExtractionResult | None:
+    """Clear the outputs (``overwrite``), or return the result of a complete earlier run with the same settings;
+    otherwise make the folder of partial chunks, whose settings must be ``settings``, and return None."""
+    index_path, summary_path, partial = sidecar_paths(out)
+    if overwrite:
+        shutil.rmtree(partial, ignore_errors=True)
+        for p in (out, index_path, summary_path):
+            p.unlink(missing_ok=True)
+    elif out.exists() and summary_path.exists() and not partial.exists():
+        summary = json.loads(summary_path.read_text())
+        _check_settings(summary.get("settings", {}), settings, summary_path)
+        logger.info("%s is complete (%d rows); nothing to do (--overwrite redoes it)", out, summary["rows"])
+        return ExtractionResult(out, index_path, summary_path, summary["rows"], summary.get("skipped", []))
+    partial.mkdir(parents=True, exist_ok=True)
+    settings_file = partial / "settings.json"
+    if settings_file.exists():
+        _check_settings(json.loads(settings_file.read_text()), settings, settings_file)
+    else:
+        atomic_write(settings_file, lambda f: f.write(json.dumps(settings, indent=1)), mode="w")
+    return None
 
 
 def _run_chunk(
@@ -434,8 +449,32 @@ def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 
+# The command line's model options, compared with a stored config: --img-size / --num-frames say what to build
+# at (a position table is resampled), so they are not claims about the weights.
+_CLI_ARCHITECTURE_KEYS = tuple(k for k in ARCHITECTURE_KEYS if k != "num_frames")
+
+
+def encoder_spec_from_args(args: argparse.Namespace, stored: Mapping[str, Any]) -> EncoderSpec:
+    """The encoder of a ``--checkpoint`` that stores the config it was trained with (``stored``: ours do): that
+    architecture, built at ``--img-size`` / ``--num-frames`` when given; ``--model`` and the other model options
+    must agree with it.
+
+    Raises:
+        CheckpointError: an option contradicts the stored config (each key with both values).
+    """
+    trained = model_spec_from_config_dict(stored).encoder
+    size = VIT_SIZES[args.model] if args.model else {}
+    claimed = dataclasses.replace(trained, model_name=None, **{**size, **_model_overrides(args)})
+    wrong = spec_differences(trained, claimed, _CLI_ARCHITECTURE_KEYS)
+    if wrong:
+        details = "; ".join(f"{d.key}: checkpoint {d.checkpoint!r} vs command line {d.config!r}" for d in wrong)
+        raise CheckpointError(f"{args.checkpoint} was trained as another model than the command line says: {details}")
+    return with_architecture_of(claimed, trained)
+
+
 def build_from_args(args: argparse.Namespace) -> VisionTransformer:
-    """The frozen encoder that the command line names (``--hub`` release or ``--checkpoint`` [+ ``--model``])."""
+    """The frozen encoder that the command line names: a ``--hub`` release, or a ``--checkpoint`` built from the
+    config it stores (ours do: :func:`encoder_spec_from_args`) or else from its weights' shapes and ``--model``."""
     overrides = _model_overrides(args)
     if args.hub is not None:
         from jepa.hub import load
@@ -445,7 +484,14 @@ def build_from_args(args: argparse.Namespace) -> VisionTransformer:
             args.hub, pretrained=args.checkpoint is None, checkpoint=args.checkpoint, which=args.checkpoint_key,
             **overrides,
         )  # fmt: skip
-    return load_encoder(args.checkpoint, which=args.checkpoint_key, model_name=args.model, **overrides)
+    ckpt = read_checkpoint(args.checkpoint)  # read once: its stored config, then its weights
+    stored = ckpt.get("config")
+    try:
+        if isinstance(stored, dict):
+            return load_encoder(ckpt, which=args.checkpoint_key, spec=encoder_spec_from_args(args, stored))
+        return load_encoder(ckpt, which=args.checkpoint_key, model_name=args.model, **overrides)
+    except CheckpointError as e:
+        raise CheckpointError(f"{args.checkpoint}: {e}") from e
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,17 +24,16 @@ import torch
 from torch import nn
 
 from jepa.checkpoint import CheckpointError, extract_state_dict, load_encoder, load_predictor, read_checkpoint
-from jepa.models.predictor import VisionTransformerPredictor, vit_predictor
-from jepa.models.vision_transformer import FACTORY_DEFAULTS, VisionTransformer, build_encoder
+from jepa.models.builder import build_encoder_from_spec, build_predictor_from_spec
+from jepa.models.predictor import VisionTransformerPredictor
+from jepa.models.vision_transformer import VisionTransformer
+from jepa.spec import EncoderSpec, ModelSpec, PredictorSpec
 
 logger = logging.getLogger(__name__)
 
 _IJEPA_URL = "https://dl.fbaipublicfiles.com/ijepa"
 _VJEPA_URL = "https://dl.fbaipublicfiles.com/jepa"
 _VJEPA2_URL = "https://dl.fbaipublicfiles.com/vjepa2"
-
-# Keywords that set the token grid: they apply to the predictor as well as the encoder.
-_GRID_KEYS = ("img_size", "patch_size", "num_frames", "tubelet_size")
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,9 @@ class Release:
             given in ``encoder_extra`` (``embed_dim``, ``depth``, ``num_heads``).
         img_size, patch_size, num_frames, tubelet_size, uniform_power, use_rope: the encoder's keywords
             (``num_frames == 1`` for the image models).
-        predictor: the predictor's ``predictor_embed_dim``, ``depth``, ``num_heads`` and ``num_mask_tokens``.
-        encoder_extra: further :class:`VisionTransformer` keywords.
+        predictor: the predictor's ``predictor_embed_dim``, ``depth``, ``num_heads`` and ``num_mask_tokens``
+            (:class:`jepa.spec.PredictorSpec` fields).
+        encoder_extra: further :class:`VisionTransformer` keywords (:class:`jepa.spec.EncoderSpec` fields).
     """
 
     name: str
@@ -66,37 +66,28 @@ class Release:
     predictor: Mapping[str, Any] = field(default_factory=dict)
     encoder_extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def encoder_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """Keywords of :func:`jepa.models.build_encoder` (besides ``model_name``), with ``overrides`` applied.
+    def spec(self, **overrides: Any) -> ModelSpec:
+        """The release's encoder and predictor as a :class:`jepa.spec.ModelSpec`.
 
-        They include the factories' qkv bias and LayerNorm eps 1e-6, so that a custom size (``model_name`` None)
-        is built the same way with or without weights."""
-        kwargs = dict(
-            **{k: v for k, v in FACTORY_DEFAULTS.items() if k != "patch_size"},
-            img_size=self.img_size,
-            patch_size=self.patch_size,
-            num_frames=self.num_frames,
-            tubelet_size=self.tubelet_size,
-            uniform_power=self.uniform_power,
-            use_rope=self.use_rope,
-            **self.encoder_extra,
+        ``overrides`` are encoder fields (the :class:`VisionTransformer` keywords: ``num_frames``, ``img_size``,
+        ``use_sdpa``, ...; a misspelt one is a :class:`TypeError`); the grid and the shared switches reach the
+        predictor too. A custom size (``model_name`` None) is built with the factories' qkv bias and LayerNorm eps
+        1e-6, as a released one, so that it is the same with or without weights."""
+        encoder = EncoderSpec.of(
+            self.model_name,
+            **{
+                "img_size": self.img_size,
+                "patch_size": self.patch_size,
+                "num_frames": self.num_frames,
+                "tubelet_size": self.tubelet_size,
+                "uniform_power": self.uniform_power,
+                "use_rope": self.use_rope,
+                **self.encoder_extra,
+                **overrides,
+            },
         )
-        return {**kwargs, **overrides}
-
-    def predictor_kwargs(self, encoder: VisionTransformer, **grid: Any) -> dict[str, Any]:
-        """Keywords of :func:`jepa.models.vit_predictor` for this release's predictor over ``encoder``."""
-        kwargs = dict(
-            img_size=(encoder.img_height, encoder.img_width),
-            patch_size=encoder.patch_size,
-            num_frames=encoder.num_frames,
-            tubelet_size=encoder.tubelet_size,
-            embed_dim=encoder.embed_dim,
-            uniform_power=self.uniform_power,
-            use_rope=self.use_rope,
-            use_mask_tokens=True,
-            **self.predictor,
-        )
-        return {**kwargs, **grid}
+        predictor = PredictorSpec(**self.predictor) if self.predictor else None
+        return ModelSpec(encoder=encoder, predictor=predictor)
 
     @property
     def file_name(self) -> str:
@@ -211,7 +202,8 @@ def load(
         progress: show a progress bar while downloading.
         **kwargs: :class:`VisionTransformer` keywords that override the release's (``num_frames``, ``img_size``,
             ``use_sdpa``, ``use_activation_checkpointing``, ...). ``img_size`` / ``num_frames`` / ``patch_size`` /
-            ``tubelet_size`` also set the predictor's grid; a position table of another size is resampled.
+            ``tubelet_size`` also set the predictor's grid (and the switches both share reach it too, see
+            :meth:`Release.spec`); a position table of another size is resampled.
 
     Returns:
         The encoder, or ``(encoder, predictor)`` with ``with_predictor``.
@@ -223,8 +215,9 @@ def load(
     release = get_release(release)
     if which not in ("target_encoder", "encoder"):
         raise ValueError(f"which must be 'target_encoder' or 'encoder', got {which!r}")
-    enc_kwargs = release.encoder_kwargs(**kwargs)
-    grid = {k: v for k, v in kwargs.items() if k in _GRID_KEYS}
+    spec = release.spec(**kwargs)
+    if with_predictor and spec.predictor is None:
+        raise ValueError(f"release {release.name} has no predictor")
 
     state: Mapping[str, Any] | None = None
     source = "the given checkpoint"
@@ -236,10 +229,8 @@ def load(
         source = str(path)
         state = read_checkpoint(path)
     if state is None:
-        encoder = _frozen(build_encoder(release.model_name, **enc_kwargs))
-        if not with_predictor:
-            return encoder
-        return encoder, _frozen(vit_predictor(**release.predictor_kwargs(encoder, **grid)))
+        encoder = _frozen(build_encoder_from_spec(spec))
+        return (encoder, _frozen(build_predictor_from_spec(spec))) if with_predictor else encoder
 
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{source} holds a {type(state).__name__}, expected a dict")
@@ -248,7 +239,7 @@ def load(
     if which not in state:
         raise CheckpointError(f"{source} has no {which!r}; its keys are {sorted(state)}")
     try:
-        encoder = load_encoder({which: state[which]}, which=which, model_name=release.model_name, **enc_kwargs)
+        encoder = load_encoder({which: state[which]}, which=which, spec=spec)
     except CheckpointError as e:
         raise CheckpointError(f"{source} [{which}] does not fit {release.name}: {e}") from e
     logger.info("%s: loaded %s [%s]", release.name, source, which)
@@ -257,7 +248,7 @@ def load(
     if "predictor" not in state:
         raise CheckpointError(f"{source} has no 'predictor'; its keys are {sorted(state)}")
     try:
-        predictor = load_predictor({"predictor": state["predictor"]}, **release.predictor_kwargs(encoder, **grid))
+        predictor = load_predictor({"predictor": state["predictor"]}, spec=spec)
     except CheckpointError as e:
         raise CheckpointError(f"{source} [predictor] does not fit {release.name}: {e}") from e
     return encoder, predictor

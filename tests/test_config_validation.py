@@ -236,11 +236,12 @@ def test_image_mask_scale_bounds_are_the_collators(scale):
 @pytest.mark.parametrize("key", ["spatial_scale", "temporal_scale"])
 @pytest.mark.parametrize("scale", [(0.0, 0.2), (1e-3, 0.2), (0.5, 1.0), (0.5, 1.01)])
 def test_video_mask_scale_bounds_are_the_collators(key, scale):
-    from jepa.video.masks import VideoMaskSpec
+    from jepa.video.masks import MultiblockMaskCollator3D
 
     values = {"spatial_scale": (0.15, 0.15), "temporal_scale": (1.0, 1.0), key: scale}
     assert _accepted(lambda: VideoMaskConfig(**values)) == _accepted(
-        lambda: VideoMaskSpec(aspect_ratio=(0.75, 1.5), num_blocks=2, **values)
+        lambda: MultiblockMaskCollator3D([dict(aspect_ratio=(0.75, 1.5), num_blocks=2, **values)], crop_size=32,
+                                         num_frames=2, patch_size=8)  # fmt: skip
     )
 
 

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from jepa.config.pretrain import VideoMaskConfig
 from jepa.masks import masks_to_grid
-from jepa.video.masks import MultiblockMaskCollator3D, TubeMaskCollator, VideoMaskSpec
+from jepa.video.masks import MultiblockMaskCollator3D, TubeMaskCollator, video_mask_config
 
 # The paper's pair of mask configs (V-JEPA pretrain YAML): 8 short-range blocks and 2 long-range ones.
 PAPER_MASKS = [
@@ -64,7 +64,7 @@ def test_multiblock_outputs(cfgs, kwargs):
 def test_multiblock_untruncated_masks_partition_the_grid(cfgs, kwargs):
     collator = MultiblockMaskCollator3D(cfgs, **kwargs)
     T, H, W = collator.grid_size
-    specs = [VideoMaskSpec.from_config(c) for c in cfgs]
+    specs = [video_mask_config(c) for c in cfgs]
     for seed in range(4):
         sets = collator.sample_blocks(4, _gen(seed))
         assert len(sets) == len(cfgs)

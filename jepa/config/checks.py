@@ -16,8 +16,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from jepa.config.evals import EvalConfig
-from jepa.config.pretrain import BUILTIN_IMAGES, PretrainConfig
+from jepa.config.evals import EvalConfig, checkpoint_disagreements
+from jepa.config.pretrain import BUILTIN_IMAGES, PretrainConfig, model_spec_from_config_dict
 from jepa.config.strict import ConfigError
 from jepa.video.annotations import annotation_lines
 
@@ -195,29 +195,6 @@ def _check_writable(key: str, folder: Path, problems: _Problems) -> None:
                     path.rmdir()
 
 
-def _stored_architecture(config: dict) -> dict[str, object]:
-    """What a pretraining checkpoint's ``config`` (``to_dict(PretrainConfig)``) records about its encoder, under
-    the eval's ``pretrain`` key names."""
-    from jepa.config.pretrain import encoder_size
-
-    data, model = config.get("data") or {}, config.get("model") or {}
-    video = config.get("app") == "vjepa"
-    out = {
-        "patch_size": data.get("patch_size"),
-        "frames_per_clip": data.get("num_frames") if video else 1,
-        "use_rope": model.get("use_rope"),
-        "use_silu": model.get("use_silu"),
-    }
-    if video:  # image encoders have no tubelets, and a 2D table has no uniform_power
-        out.update(tubelet_size=data.get("tubelet_size"), uniform_power=model.get("uniform_power"))
-    if model.get("use_silu"):
-        out["wide_silu"] = model.get("wide_silu")
-    with contextlib.suppress(KeyError):  # a size this version does not know: the loader names it
-        out.update(encoder_size(model.get("model_name"), model.get("embed_dim"), model.get("depth"),
-                                model.get("num_heads")))  # fmt: skip
-    return out
-
-
 def _check_checkpoint_config(cfg: EvalConfig, path: Path, problems: _Problems) -> None:
     """``pretrain``'s architecture against the one the checkpoint's stored config records (our checkpoints)."""
     from jepa.checkpoint import CheckpointError, read_checkpoint
@@ -229,17 +206,9 @@ def _check_checkpoint_config(cfg: EvalConfig, path: Path, problems: _Problems) -
         return
     if not isinstance(stored, dict):
         return  # an official checkpoint: no config to compare with
-    p = cfg.pretrain
-    ours = dict(
-        patch_size=p.patch_size, frames_per_clip=p.frames_per_clip, tubelet_size=p.tubelet_size,
-        uniform_power=p.uniform_power, use_rope=p.use_rope, use_silu=p.use_silu, wide_silu=p.wide_silu, **p.size,
-    )  # fmt: skip
-    for key, value in _stored_architecture(stored).items():
-        mine = ours[key]
-        if value is None or mine is None or mine == value or key == "wide_silu" and not p.use_silu:
-            continue
-        if key == "frames_per_clip" and p.use_rope and min(mine, value) > 1:
-            continue  # RoPE has no position table tied to the frame count (V-JEPA 2 evaluates longer clips)
-        problems.messages.append(
-            f"pretrain.{key}: got {mine!r}, but the checkpoint {path} was trained with {value!r} (its stored config)"
-        )
+    try:
+        spec = model_spec_from_config_dict(stored)
+    except (ConfigError, ValueError) as e:
+        problems.messages.append(f"pretrain.checkpoint: the config stored in {path} does not describe a model: {e}")
+        return
+    problems.messages.extend(checkpoint_disagreements(cfg, spec, path))

@@ -35,6 +35,7 @@ from jepa.config.strict import (
     set_fields,
     warn_unused,
 )
+from jepa.spec import ARCHITECTURE_KEYS, EncoderSpec, ModelSpec, spec_differences
 
 EVAL_NAMES = ("video_classification_frozen", "image_classification_frozen")
 VIDEO_DATASET_TYPES = ("VideoDataset", "moving_digits")
@@ -343,10 +344,47 @@ class EvalConfig:
     def frame_step(self) -> int:
         return self.data.frame_step or self.pretrain.frame_step or 4
 
+    def encoder_spec(self) -> EncoderSpec:
+        """The frozen encoder ``pretrain`` describes, at the eval's resolution. ``num_heads`` may be None (left to
+        the checkpoint's stored config); the schema has no key for a custom size's MLP ratio, input channels, qkv
+        bias or norm eps, so they are the factories' (4, 3, True, 1e-6) unless a stored config gives them."""
+        p = self.pretrain
+        size = {} if p.model_name else dict(embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads)
+        return EncoderSpec.of(
+            p.model_name,
+            **size,
+            img_size=self.resolution,
+            patch_size=p.patch_size,
+            num_frames=p.frames_per_clip,
+            tubelet_size=p.tubelet_size,
+            uniform_power=p.uniform_power,
+            use_rope=p.use_rope,
+            use_sdpa=p.use_sdpa,
+            use_silu=p.use_silu,
+            wide_silu=p.wide_silu,
+        )
+
     @property
     def output_folder(self) -> Path:
         base = Path(self.folder) if self.folder else Path(self.pretrain.folder or "runs") / self.eval_name
         return base / self.tag if self.tag else base
+
+
+# The architecture keys an eval's ``pretrain`` section can state (see EvalConfig.encoder_spec); the others are
+# taken from the checkpoint's stored config. The spec's num_frames is the section's frames_per_clip.
+_UNSTATED = ("mlp_ratio", "in_chans", "qkv_bias", "norm_eps")
+EVAL_ARCHITECTURE_KEYS = tuple(k for k in ARCHITECTURE_KEYS if k not in _UNSTATED)
+_EVAL_KEY_NAMES = {"num_frames": "frames_per_clip"}
+
+
+def checkpoint_disagreements(cfg: EvalConfig, stored: ModelSpec | EncoderSpec, path: str | Path) -> list[str]:
+    """Where ``cfg.pretrain`` describes another encoder than the one checkpoint ``path`` was trained as
+    (``stored``: the spec of its stored config), one message per key naming both values; empty when they agree."""
+    return [
+        f"pretrain.{_EVAL_KEY_NAMES.get(d.key, d.key)}: got {d.config!r}, but the checkpoint {path} was trained with "
+        f"{d.checkpoint!r} (its stored config)"
+        for d in spec_differences(stored, cfg.encoder_spec(), EVAL_ARCHITECTURE_KEYS)
+    ]
 
 
 def normalize_vjepa2(raw: dict[str, Any]) -> dict[str, Any]:

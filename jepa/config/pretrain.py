@@ -5,8 +5,10 @@ mapping, the model named under ``meta``) are recognised and mapped onto the same
 """
 
 import copy
+import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +28,7 @@ from jepa.config.strict import (
     to_dict,
     warn_unused,
 )
+from jepa.spec import VIT_SIZES, EncoderSpec, ModelSpec, PredictorSpec
 
 Pair = tuple[float, float]
 
@@ -107,7 +110,20 @@ class DataAugConfig:
 
 @dataclass(kw_only=True)
 class ImageMaskConfig:
-    """I-JEPA multiblock masks: ``num_pred_masks`` target blocks and ``num_enc_masks`` context blocks per image."""
+    """I-JEPA multiblock masks: ``num_pred_masks`` target blocks and ``num_enc_masks`` context blocks per image.
+
+    The spec :class:`jepa.image.masks.MultiblockMaskCollator2D` draws from, as it is: its bounds are checked here
+    only (the collator adds the one rule that needs its token grid, ``min_keep`` at most the grid's size).
+
+    Attributes:
+        allow_overlap: keep target cells in the context blocks (else they are cut out of each context block).
+        aspect_ratio: range of the target blocks' height / width, drawn log-uniformly; context blocks are square.
+        enc_mask_scale: range of the fraction of the grid one context block covers (before the targets are cut).
+        pred_mask_scale: range of the fraction of the grid one target block covers.
+        min_keep: fewest tokens a block may keep (a context block after the targets are cut).
+        num_enc_masks: context blocks per image (the official collator's ``nenc``).
+        num_pred_masks: target blocks per image (the official collator's ``npred``).
+    """
 
     allow_overlap: bool = False
     aspect_ratio: Pair = (0.75, 1.5)
@@ -119,7 +135,7 @@ class ImageMaskConfig:
     patch_size: int | None = None  # I-JEPA keeps the patch size here; it must agree with data.patch_size
 
     def __post_init__(self) -> None:
-        # The bounds of jepa.image.masks.MultiblockMaskCollator2D: a block of scale 0 holds no token.
+        # A block of scale 0 holds no token.
         check_range("enc_mask_scale", self.enc_mask_scale, 0.0, 1.0, lo_open=True)
         check_range("pred_mask_scale", self.pred_mask_scale, 0.0, 1.0, lo_open=True)
         check_range("aspect_ratio", self.aspect_ratio, 0.0, math.inf, lo_open=True)
@@ -131,7 +147,20 @@ class ImageMaskConfig:
 
 @dataclass(kw_only=True)
 class VideoMaskConfig:
-    """One V-JEPA multiblock 3D mask config (a batch uses several, each with its own predictor mask token)."""
+    """One V-JEPA multiblock 3D mask config (a batch uses several, each with its own predictor mask token).
+
+    The spec :class:`jepa.video.masks.MultiblockMaskCollator3D` draws one mask set from, as it is: its bounds are
+    checked here only.
+
+    Attributes:
+        aspect_ratio: range of a block's height / width (drawn log-uniformly).
+        num_blocks: blocks per sample; their union is the target.
+        spatial_scale: range of the fraction of the ``H x W`` plane one block covers.
+        temporal_scale: range of the fraction of the ``T`` time steps one block spans.
+        max_temporal_keep: the context only holds tokens of the first ``max(1, int(max_temporal_keep * T))`` time
+            steps.
+        max_keep: if not None, at most this many context tokens per sample (the first ones in index order).
+    """
 
     aspect_ratio: Pair = (0.75, 1.5)
     num_blocks: int = 8
@@ -141,7 +170,6 @@ class VideoMaskConfig:
     max_keep: int | None = None
 
     def __post_init__(self) -> None:
-        # The bounds of jepa.video.masks.VideoMaskSpec, so that a valid config cannot fail in the collator.
         check_range("spatial_scale", self.spatial_scale, 0.0, 1.0, lo_open=True)
         check_range("temporal_scale", self.temporal_scale, 0.0, 1.0, lo_open=True)
         check_range("aspect_ratio", self.aspect_ratio, 0.0, math.inf, lo_open=True)
@@ -155,8 +183,6 @@ def encoder_size(model_name: str | None, embed_dim: int | None, depth: int | Non
     """``embed_dim``, ``depth``, ``num_heads`` of a released size (``model_name``) or of the custom ones."""
     if model_name is None:
         return dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads)
-    from jepa.models import VIT_SIZES
-
     return {k: VIT_SIZES[model_name][k] for k in ("embed_dim", "depth", "num_heads")}
 
 
@@ -164,8 +190,6 @@ def check_encoder_size(model_name: str | None, embed_dim: int | None, depth: int
                        *, heads_required: bool = True) -> None:  # fmt: skip
     """A released size, or a custom size given in full (``num_heads`` may be left to a checkpoint when not
     ``heads_required``): positive, with a width divisible by the heads."""
-    from jepa.models import VIT_SIZES
-
     custom = {"embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}
     if model_name is not None:
         if model_name not in VIT_SIZES:
@@ -327,6 +351,60 @@ def check_position_widths(where: str, width: int, heads: int, *, video: bool, un
         raise ConfigError(f"{where}: the sine-cosine position table needs a width divisible by {step}, got {width}")
 
 
+def pretrain_model_spec(video: bool, data: DataConfig, model: ModelConfig, use_sdpa: bool, num_mask_tokens: int
+                        ) -> ModelSpec:  # fmt: skip
+    """The one mapping of a pretraining config's keys (``data``'s grid, ``model``, ``meta.use_sdpa``, the number of
+    mask configs) onto the model spec, for a config (:meth:`PretrainConfig.model_spec`) and for a stored one
+    (:func:`model_spec_from_config_dict`)."""
+    m = model
+    size = {} if m.model_name else dict(m.size, mlp_ratio=m.mlp_ratio)  # a released size fixes its MLP ratio too
+    encoder = EncoderSpec.of(
+        m.model_name,
+        **size,
+        img_size=data.crop_size,
+        patch_size=data.patch_size,
+        num_frames=data.num_frames if video else 1,
+        tubelet_size=data.tubelet_size,
+        uniform_power=m.uniform_power,
+        use_rope=m.use_rope,
+        use_silu=m.use_silu,
+        wide_silu=m.wide_silu,
+        use_sdpa=use_sdpa,
+        drop_path_rate=m.drop_path_rate,
+        use_activation_checkpointing=m.use_activation_checkpointing,
+    )
+    predictor = PredictorSpec(
+        predictor_embed_dim=m.pred_embed_dim,
+        depth=m.pred_depth,
+        num_heads=m.predictor_heads,
+        num_mask_tokens=num_mask_tokens,  # one per mask config
+        use_mask_tokens=m.use_mask_tokens,
+        zero_init_mask_tokens=m.zero_init_mask_tokens,
+        square_rope_grid=False,  # trained here: RoPE positions of the real grid (the square one is a release quirk)
+    )
+    return ModelSpec(encoder=encoder, predictor=predictor)
+
+
+def model_spec_from_config_dict(config: Mapping[str, Any]) -> ModelSpec:
+    """The model spec of a stored config (``to_dict(PretrainConfig)``, what our checkpoints keep under ``config``).
+
+    Only the keys the spec reads are taken, each validated as in a config file; keys this version does not know are
+    ignored (a file of another version) and missing ones take their defaults.
+    """
+
+    def section(cls: type, name: str, keys: tuple[str, ...] | None = None) -> Any:
+        raw = config.get(name) or {}
+        known = keys or tuple(f.name for f in dataclasses.fields(cls))
+        return from_dict(cls, {k: v for k, v in raw.items() if k in known}, name)
+
+    data = section(DataConfig, "data", ("crop_size", "patch_size", "num_frames", "tubelet_size"))
+    meta = section(MetaConfig, "meta", ("use_sdpa",))
+    mask = config.get("mask")
+    masks = len(mask) if isinstance(mask, list) else 1
+    return pretrain_model_spec(config.get("app", "vjepa") == "vjepa", data, section(ModelConfig, "model"),
+                               meta.use_sdpa, masks)  # fmt: skip
+
+
 @dataclass(kw_only=True)
 class PretrainConfig:
     """A whole pretraining run. ``app`` picks the modality: ``ijepa`` (images) or ``vjepa`` (video)."""
@@ -346,6 +424,11 @@ class PretrainConfig:
     @property
     def is_video(self) -> bool:
         return self.app == "vjepa"
+
+    def model_spec(self) -> ModelSpec:
+        """The encoder and predictor this run trains (:func:`jepa.models.builder.build_models_from_spec`)."""
+        masks = len(self.mask) if isinstance(self.mask, list) else 1
+        return pretrain_model_spec(self.is_video, self.data, self.model, self.meta.use_sdpa, masks)
 
     def __post_init__(self) -> None:
         require(self.nodes >= 1, "nodes", self.nodes, _INT_MIN)

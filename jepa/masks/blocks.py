@@ -15,16 +15,6 @@ def as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def as_range(value: Sequence[float], name: str) -> tuple[float, float]:
-    """A ``(min, max)`` pair with ``min <= max``."""
-    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
-        raise ValueError(f"{name} must be a pair (min, max), got {value!r}")
-    lo, hi = float(value[0]), float(value[1])
-    if lo > hi:
-        raise ValueError(f"{name} must have min <= max, got {value!r}")
-    return lo, hi
-
-
 def uniform(generator: torch.Generator, lo: float, hi: float) -> float:
     """A uniform float in ``[lo, hi)`` from ``generator``."""
     return lo + (hi - lo) * float(torch.rand((), generator=generator))

@@ -39,3 +39,4 @@ __all__ = [
     "vit_small",
     "vit_tiny",
 ]
+from jepa.models.builder import build_encoder_from_spec, build_models_from_spec, build_predictor_from_spec  # noqa: F401 (re-exported)

@@ -4,9 +4,9 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from jepa.models.layers import Block, CrossAttention, CrossAttentionBlock, NormLayer, init_weights
+from jepa.models.layers import Block, CrossAttention, CrossAttentionBlock, NormLayer
+from jepa.models.trunk import build_blocks, init_trunk, rescale_residual_branches, run_blocks
 
 
 class AttentivePooler(nn.Module):
@@ -44,40 +44,27 @@ class AttentivePooler(nn.Module):
             self.cross_attention_block = CrossAttention(embed_dim, num_heads, qkv_bias, use_sdpa)
         self.blocks = None
         if depth > 1:
-            self.blocks = nn.ModuleList(
-                Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, norm_layer=norm_layer, use_sdpa=use_sdpa)
-                for _ in range(depth - 1)
+            block = partial(
+                Block, embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, norm_layer=norm_layer, use_sdpa=use_sdpa
             )
+            self.blocks = build_blocks(depth - 1, 0.0, block)
         self.init_std = init_std
         nn.init.trunc_normal_(self.query_tokens, std=init_std, a=-2.0, b=2.0)
-        self.apply(partial(init_weights, std=init_std))
-        self._rescale()
-
-    @torch.no_grad()
-    def _rescale(self) -> None:
-        layer_id = 0
-        for layer_id, blk in enumerate(self.blocks or [], start=1):
-            blk.attn.proj.weight.div_((2.0 * layer_id) ** 0.5)
-            blk.mlp.fc2.weight.div_((2.0 * layer_id) ** 0.5)
+        blocks = self.blocks or []
+        init_trunk(self, blocks, init_std)
         if isinstance(self.cross_attention_block, CrossAttentionBlock):
-            self.cross_attention_block.mlp.fc2.weight.div_((2.0 * max(layer_id, 1)) ** 0.5)
-
-    def _run_blocks(self, x: Tensor) -> Tensor:
-        for blk in self.blocks:
-            if self.use_activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
-        return x
+            # The official probe gives the pooling block the layer id of the last self-attention block (1 if none).
+            rescale_residual_branches([self.cross_attention_block], first_layer_id=max(len(blocks), 1))
 
     def forward(self, x: Tensor) -> Tensor:
         """Tokens ``[B, N, D]`` -> pooled ``[B, num_queries, D]``."""
+        ckpt = self.use_activation_checkpointing
         if self.blocks is not None and not self.blocks_on_queries:
-            x = self._run_blocks(x)
+            x = run_blocks(self.blocks, x, checkpointing=ckpt)
         q = self.query_tokens.expand(x.shape[0], -1, -1)
         q = self.cross_attention_block(q, x)
         if self.blocks is not None and self.blocks_on_queries:
-            q = self._run_blocks(q)
+            q = run_blocks(self.blocks, q, checkpointing=ckpt)
         return q
 
 

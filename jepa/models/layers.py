@@ -7,7 +7,6 @@ checkpoints load without renaming.
 import logging
 from collections.abc import Callable
 
-import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
@@ -207,11 +206,3 @@ def init_weights(module: nn.Module, std: float) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
-
-
-@torch.no_grad()
-def rescale_residual_branches(blocks: nn.ModuleList, first_layer_id: int = 1) -> None:
-    """Divide each block's residual output weights by ``sqrt(2 * layer_id)`` (depth-scaled initialisation)."""
-    for layer_id, blk in enumerate(blocks, start=first_layer_id):
-        blk.attn.proj.weight.div_((2.0 * layer_id) ** 0.5)
-        blk.mlp.fc2.weight.div_((2.0 * layer_id) ** 0.5)

@@ -6,13 +6,12 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from jepa.masks import apply_masks, repeat_interleave_batch
-from jepa.models.layers import Block, NormLayer, init_weights, rescale_residual_branches
-from jepa.models.pos_embed import sincos_table
+from jepa.models.layers import Block, NormLayer
 from jepa.models.rope import Rope3D
-from jepa.models.vision_transformer import Masks, to_hw, token_grid
+from jepa.models.trunk import build_blocks, init_trunk, run_blocks
+from jepa.models.vision_transformer import Masks, frozen_sincos_embed, to_hw, token_grid
 
 
 class VisionTransformerPredictor(nn.Module):
@@ -58,18 +57,9 @@ class VisionTransformerPredictor(nn.Module):
         num_patches: int | None = None,
     ) -> None:
         super().__init__()
-        if not use_mask_tokens:
-            raise ValueError(
-                "use_mask_tokens=False selects V-JEPA's unused diffusion variant of the predictor, which this toolkit "
-                "does not implement; every released model uses mask tokens"
-            )
-        if num_mask_tokens < 1:
-            raise ValueError(f"num_mask_tokens must be >= 1, got {num_mask_tokens}")
+        _check_mask_tokens(use_mask_tokens, num_mask_tokens)
         if num_patches is not None:
-            side = math.isqrt(num_patches)
-            if side * side != num_patches:
-                raise ValueError(f"num_patches={num_patches} is not a square grid; pass img_size and patch_size")
-            img_size, num_frames = side * patch_size, 1
+            img_size, num_frames = _square_img_size(num_patches, patch_size), 1
         self.img_height, self.img_width = to_hw(img_size)
         self.patch_size = patch_size
         self.num_frames = num_frames
@@ -89,29 +79,24 @@ class VisionTransformerPredictor(nn.Module):
         self.mask_tokens = nn.ParameterList(
             nn.Parameter(torch.zeros(1, 1, predictor_embed_dim)) for _ in range(num_mask_tokens)
         )
-        if use_rope:
-            self.predictor_pos_embed = None
-        else:
-            table = sincos_table(predictor_embed_dim, self.grid, self.is_video, uniform_power)
-            self.predictor_pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic-depth ramp
-        self.predictor_blocks = nn.ModuleList(
-            Block(
-                predictor_embed_dim,
-                num_heads,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                qk_scale=qk_scale,
-                drop=drop_rate,
-                attn_drop=attn_drop_rate,
-                drop_path=dpr[i],
-                norm_layer=norm_layer,
-                use_sdpa=use_sdpa,
-                use_silu=use_silu,
-                wide_silu=wide_silu,
-            )
-            for i in range(depth)
+        self.predictor_pos_embed = (
+            None if use_rope else frozen_sincos_embed(predictor_embed_dim, self.grid, self.is_video, uniform_power)
         )
+        block = partial(
+            Block,
+            predictor_embed_dim,
+            num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            drop=drop_rate,
+            attn_drop=attn_drop_rate,
+            norm_layer=norm_layer,
+            use_sdpa=use_sdpa,
+            use_silu=use_silu,
+            wide_silu=wide_silu,
+        )
+        self.predictor_blocks = build_blocks(depth, drop_path_rate, block)
         self.predictor_norm = norm_layer(predictor_embed_dim)
         self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim)
 
@@ -119,8 +104,7 @@ class VisionTransformerPredictor(nn.Module):
         if not zero_init_mask_tokens:
             for token in self.mask_tokens:
                 nn.init.trunc_normal_(token, std=init_std, a=-2.0, b=2.0)
-        self.apply(partial(init_weights, std=init_std))
-        rescale_residual_branches(self.predictor_blocks)
+        init_trunk(self, self.predictor_blocks, init_std)
         self.register_load_state_dict_pre_hook(_ijepa_mask_token)
 
     def forward(
@@ -167,13 +151,27 @@ class VisionTransformerPredictor(nn.Module):
             grid_hw = (self.grid[1], self.grid[1]) if self.square_rope_grid else self.grid[1:]
             rope = Rope3D.from_ids(ids, grid_hw, self.predictor_embed_dim // self.num_heads)
 
-        for blk in self.predictor_blocks:
-            if self.use_activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(blk, x, rope, use_reentrant=False)
-            else:
-                x = blk(x, rope)
+        x = run_blocks(self.predictor_blocks, x, rope, self.use_activation_checkpointing)
         x = self.predictor_norm(x)
         return self.predictor_proj(x[:, n_ctxt_tokens:])
+
+
+def _check_mask_tokens(use_mask_tokens: bool, num_mask_tokens: int) -> None:
+    if not use_mask_tokens:
+        raise ValueError(
+            "use_mask_tokens=False selects V-JEPA's unused diffusion variant of the predictor, which this toolkit "
+            "does not implement; every released model uses mask tokens"
+        )
+    if num_mask_tokens < 1:
+        raise ValueError(f"num_mask_tokens must be >= 1, got {num_mask_tokens}")
+
+
+def _square_img_size(num_patches: int, patch_size: int) -> int:
+    """Side in pixels of I-JEPA's square 2D grid of ``num_patches`` tokens."""
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(f"num_patches={num_patches} is not a square grid; pass img_size and patch_size")
+    return side * patch_size
 
 
 def _ijepa_mask_token(module, state_dict, prefix, *args) -> None:

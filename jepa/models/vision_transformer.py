@@ -5,32 +5,35 @@ from functools import partial
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from jepa.masks import apply_masks
-from jepa.models.layers import Block, NormLayer, PatchEmbed, init_weights, rescale_residual_branches
+from jepa.masks.blocks import as_pair
+from jepa.models.layers import Block, NormLayer, PatchEmbed
 from jepa.models.pos_embed import Grid, interpolate_pos_embed, sincos_table
 from jepa.models.rope import Rope3D
+from jepa.models.trunk import build_blocks, collect_block_outputs, init_trunk, run_blocks
+from jepa.spec import VIT_SIZES
 
 Masks = Tensor | Sequence[Tensor]
 
 
 def to_hw(img_size: int | Sequence[int]) -> tuple[int, int]:
-    """``224``, ``[224]`` (I-JEPA's form) or ``(h, w)`` -> ``(h, w)``."""
-    if isinstance(img_size, int):
-        return img_size, img_size
-    size = tuple(int(s) for s in img_size)
-    if len(size) == 1:
-        return size[0], size[0]
-    if len(size) == 2:
-        return size
-    raise ValueError(f"img_size must be an int or (height, width), got {img_size!r}")
+    """``224``, ``[224]`` (I-JEPA's form) or ``(h, w)`` -> ``(h, w)``: :func:`as_pair` plus the one-element form."""
+    if isinstance(img_size, Sequence) and not isinstance(img_size, str) and len(img_size) == 1:
+        img_size = int(img_size[0])
+    return as_pair(img_size, "img_size")
 
 
 def token_grid(img_size: tuple[int, int], patch_size: int, num_frames: int, tubelet_size: int) -> Grid:
     """Token grid ``(T, H, W)`` of a model; ``T == 1`` for images (``num_frames == 1``)."""
     t = num_frames // tubelet_size if num_frames > 1 else 1
     return t, img_size[0] // patch_size, img_size[1] // patch_size
+
+
+def frozen_sincos_embed(dim: int, grid: Grid, is_video: bool, uniform_power: bool) -> nn.Parameter:
+    """The fixed sine-cosine position table ``[1, T * H * W, dim]`` of a token grid ``(T, H, W)``, as a parameter
+    that is never trained but is saved in the state dict (the official checkpoints carry it)."""
+    return nn.Parameter(sincos_table(dim, grid, is_video, uniform_power).unsqueeze(0), requires_grad=False)
 
 
 class VisionTransformer(nn.Module):
@@ -86,34 +89,26 @@ class VisionTransformer(nn.Module):
         self.num_patches = self.grid[0] * self.grid[1] * self.grid[2]
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, tubelet_size if self.is_video else None)
-        if use_rope:
-            self.pos_embed = None
-        else:
-            table = sincos_table(embed_dim, self.grid, self.is_video, uniform_power)
-            self.pos_embed = nn.Parameter(table.unsqueeze(0), requires_grad=False)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # stochastic-depth ramp
-        self.blocks = nn.ModuleList(
-            Block(
-                embed_dim,
-                num_heads,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                qk_scale=qk_scale,
-                drop=drop_rate,
-                attn_drop=attn_drop_rate,
-                drop_path=dpr[i],
-                norm_layer=norm_layer,
-                use_sdpa=use_sdpa,
-                use_silu=use_silu,
-                wide_silu=wide_silu,
-            )
-            for i in range(depth)
+        self.pos_embed = None if use_rope else frozen_sincos_embed(embed_dim, self.grid, self.is_video, uniform_power)
+        block = partial(
+            Block,
+            embed_dim,
+            num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            drop=drop_rate,
+            attn_drop=attn_drop_rate,
+            norm_layer=norm_layer,
+            use_sdpa=use_sdpa,
+            use_silu=use_silu,
+            wide_silu=wide_silu,
         )
+        self.blocks = build_blocks(depth, drop_path_rate, block)
         self.norm = norm_layer(embed_dim)
 
         self.init_std = init_std
-        self.apply(partial(init_weights, std=init_std))
-        rescale_residual_branches(self.blocks)
+        init_trunk(self, self.blocks, init_std)
 
     @property
     def head_dim(self) -> int:
@@ -190,16 +185,10 @@ class VisionTransformer(nn.Module):
     def _blocks(self, x: Tensor, rope: Rope3D | None, keep: set[int] | None, norm: bool) -> Tensor | list[Tensor]:
         """All blocks then the final norm (``keep`` None), or the outputs of blocks ``keep`` (normalised when
         ``norm``), in block order; blocks after the last kept one are not run."""
-        last = len(self.blocks) - 1 if keep is None else max(keep, default=-1)
-        outs = []
-        for i, blk in enumerate(self.blocks[: last + 1]):
-            if self.use_activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(blk, x, rope, use_reentrant=False)
-            else:
-                x = blk(x, rope)
-            if keep is not None and i in keep:
-                outs.append(self.norm(x) if norm else x)
-        return self.norm(x) if keep is None else outs
+        ckpt = self.use_activation_checkpointing
+        if keep is None:
+            return self.norm(run_blocks(self.blocks, x, rope, ckpt))
+        return collect_block_outputs(self.blocks, x, keep, rope, ckpt, self.norm if norm else None)
 
     def forward_features(self, x: Tensor, masks: Masks | None = None) -> Tensor:
         """Normalised last-layer tokens ``[B, N, D]`` of ``x`` (``[B, C, H, W]`` or ``[B, C, T, H, W]``), whatever
@@ -245,18 +234,8 @@ class VisionTransformer(nn.Module):
         return self._blocks(x, rope, keep, norm=norm)
 
 
-# Released sizes. Every factory also sets patch 16, qkv bias and LayerNorm eps 1e-6, as the official ones do.
-VIT_SIZES: dict[str, dict] = {
-    "vit_tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
-    "vit_small": dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0),
-    "vit_base": dict(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0),
-    "vit_large": dict(embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0),
-    "vit_huge": dict(embed_dim=1280, depth=32, num_heads=16, mlp_ratio=4.0),
-    "vit_giant": dict(embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11),
-    "vit_giant_xformers": dict(embed_dim=1408, depth=40, num_heads=22, mlp_ratio=48 / 11),
-    "vit_gigantic": dict(embed_dim=1664, depth=48, num_heads=16, mlp_ratio=64 / 13),
-    "vit_gigantic_xformers": dict(embed_dim=1664, depth=48, num_heads=26, mlp_ratio=64 / 13),
-}
+# Released sizes (the table lives in the torch-free jepa.spec). Every factory also sets patch 16, qkv bias and
+# LayerNorm eps 1e-6, as the official ones do.
 VIT_EMBED_DIMS = {name: cfg["embed_dim"] for name, cfg in VIT_SIZES.items()}
 FACTORY_DEFAULTS = dict(patch_size=16, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
 

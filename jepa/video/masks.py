@@ -4,11 +4,12 @@ A clip of ``num_frames`` frames cropped to ``crop_size`` is cut into tubelets of
 ``patch_size`` x ``patch_size`` pixels: the token grid ``(T, H, W) = (num_frames // tubelet_size, crop_h //
 patch_size, crop_w // patch_size)``. A token's flat index is row-major over ``(t, h, w)``: ``t * H * W + h * W + w``.
 
-Multiblock 3D (:class:`MultiblockMaskCollator3D`): a batch carries one *mask set* per mask config. Per batch and
-config, one block size ``(t, h, w)`` is drawn; per sample, ``num_blocks`` blocks of that size are placed at random.
-The context (what the encoder sees) is everything outside the blocks within the first
-``max(1, int(max_temporal_keep * T))`` time steps, and the target (what the predictor predicts) is its complement:
-the blocks plus every later time step, as in the official code. Departures from the official code:
+Multiblock 3D (:class:`MultiblockMaskCollator3D`): a batch carries one *mask set* per mask config (a
+:class:`jepa.config.pretrain.VideoMaskConfig`). Per batch and config, one block size ``(t, h, w)`` is drawn; per
+sample, ``num_blocks`` blocks of that size are placed at random. The context (what the encoder sees) is everything
+outside the blocks within the first ``max(1, int(max_temporal_keep * T))`` time steps, and the target (what the
+predictor predicts) is its complement: the blocks plus every later time step, as in the official code.
+Departures from the official code:
 
 * the scale and the aspect ratio of a block are independent draws and the aspect ratio is log-uniform, so ``a`` and
   ``1 / a`` are equally likely (the official code drew it uniformly); ``h = round(sqrt(s * H * W * a))`` from the
@@ -23,21 +24,22 @@ time step; the masked tubes are the target and the rest the context.
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from jepa.masks.blocks import as_pair, as_range, block_hw, log_uniform, randint, uniform
+from jepa.config.pretrain import VideoMaskConfig
+from jepa.config.strict import from_dict
+from jepa.masks.blocks import as_pair, block_hw, log_uniform, randint, uniform
 from jepa.masks.collate import MaskCollator, truncate_to_min
 
 # How often one sample's blocks are redrawn when they leave no context; reaching it means the configuration almost
 # always covers the whole kept time span (for example spatial_scale near 1 with several blocks).
 _CONTEXT_TRIES = 50
 
-MASK_CONFIG_KEYS = ("spatial_scale", "temporal_scale", "aspect_ratio", "num_blocks", "max_temporal_keep", "max_keep")
-_OPTIONAL_KEYS = {"max_temporal_keep": 1.0, "max_keep": None}
+_OPTIONAL_KEYS = ("max_temporal_keep", "max_keep")
 
 
 def video_token_grid(
@@ -54,65 +56,21 @@ def video_token_grid(
     return num_frames // tubelet_size, crop_h // patch_size, crop_w // patch_size
 
 
-@dataclass(frozen=True)
-class VideoMaskSpec:
-    """One validated multiblock 3D mask config (the keys of one entry of the official ``mask`` list).
-
-    Attributes:
-        spatial_scale: range of the fraction of the ``H x W`` plane one block covers, within ``(0, 1]``.
-        temporal_scale: range of the fraction of the ``T`` time steps one block spans, within ``(0, 1]``.
-        aspect_ratio: range of a block's height / width (log-uniform), ``> 0``.
-        num_blocks: blocks per sample; their union is the target.
-        max_temporal_keep: the context only holds tokens of the first ``max(1, int(max_temporal_keep * T))`` time
-            steps, within ``(0, 1]``.
-        max_keep: if not None, at most this many context tokens per sample (the first ones in index order).
-    """
-
-    spatial_scale: tuple[float, float]
-    temporal_scale: tuple[float, float]
-    aspect_ratio: tuple[float, float]
-    num_blocks: int
-    max_temporal_keep: float = 1.0
-    max_keep: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("spatial_scale", "temporal_scale"):
-            lo, hi = as_range(getattr(self, name), name)
-            if not (0.0 < lo and hi <= 1.0):
-                raise ValueError(f"{name} must lie in (0, 1], got ({lo}, {hi})")
-            object.__setattr__(self, name, (lo, hi))
-        aspect = as_range(self.aspect_ratio, "aspect_ratio")
-        if aspect[0] <= 0.0:
-            raise ValueError(f"aspect_ratio must be > 0, got {aspect}")
-        object.__setattr__(self, "aspect_ratio", aspect)
-        if isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, int) or self.num_blocks < 1:
-            raise ValueError(f"num_blocks must be an int >= 1, got {self.num_blocks!r}")
-        if not 0.0 < float(self.max_temporal_keep) <= 1.0:
-            raise ValueError(f"max_temporal_keep must lie in (0, 1], got {self.max_temporal_keep}")
-        object.__setattr__(self, "max_temporal_keep", float(self.max_temporal_keep))
-        if self.max_keep is not None and (
-            isinstance(self.max_keep, bool) or not isinstance(self.max_keep, int) or self.max_keep < 1
-        ):
-            raise ValueError(f"max_keep must be None or an int >= 1, got {self.max_keep!r}")
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | Any) -> "VideoMaskSpec":
-        """Validate one mask config: a mapping (an entry of the official YAML ``mask`` list) or an object with
-        those attribute names (such as :class:`jepa.config.pretrain.VideoMaskConfig`). ``max_temporal_keep`` and
-        ``max_keep`` may be left out (1.0 and None); the other keys are required and unknown keys are errors."""
-        if isinstance(cfg, cls):
-            return cfg
-        if isinstance(cfg, Mapping):
-            unknown = sorted(set(cfg) - set(MASK_CONFIG_KEYS))
-            if unknown:
-                raise ValueError(f"unknown mask config keys {unknown}; valid keys: {', '.join(MASK_CONFIG_KEYS)}")
-            values = {k: cfg[k] for k in MASK_CONFIG_KEYS if k in cfg}
-        else:
-            values = {k: getattr(cfg, k) for k in MASK_CONFIG_KEYS if hasattr(cfg, k)}
-        missing = [k for k in MASK_CONFIG_KEYS if k not in values and k not in _OPTIONAL_KEYS]
-        if missing:
-            raise ValueError(f"mask config {cfg!r} lacks the keys {missing}")
-        return cls(**values)
+def video_mask_config(cfg: VideoMaskConfig | Mapping[str, Any]) -> VideoMaskConfig:
+    """One mask spec: a :class:`VideoMaskConfig` as it is, or an entry of the official YAML ``mask`` list read and
+    checked as a config file's is. Such an entry names every key but ``max_temporal_keep`` and ``max_keep``."""
+    if isinstance(cfg, VideoMaskConfig):
+        return cfg
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"a mask config must be a VideoMaskConfig or a mapping, got {type(cfg).__name__}")
+    keys = [f.name for f in fields(VideoMaskConfig)]
+    unknown = sorted(set(cfg) - set(keys))
+    if unknown:
+        raise ValueError(f"unknown mask config keys {unknown}; valid keys: {', '.join(keys)}")
+    missing = [k for k in keys if k not in cfg and k not in _OPTIONAL_KEYS]
+    if missing:
+        raise ValueError(f"mask config {dict(cfg)!r} lacks the keys {missing}")
+    return from_dict(VideoMaskConfig, cfg)
 
 
 @dataclass(frozen=True)
@@ -162,7 +120,7 @@ class MultiblockMaskCollator3D(MaskCollator):
 
     def __init__(
         self,
-        cfgs_mask: Sequence[Mapping[str, Any] | Any],
+        cfgs_mask: Sequence[VideoMaskConfig | Mapping[str, Any]],
         crop_size: int | tuple[int, int] = 224,
         num_frames: int = 16,
         patch_size: int = 16,
@@ -171,9 +129,8 @@ class MultiblockMaskCollator3D(MaskCollator):
     ) -> None:
         """
         Args:
-            cfgs_mask: the mask configs: the official YAML ``mask`` list (mappings with the keys
-                ``spatial_scale``, ``temporal_scale``, ``aspect_ratio``, ``num_blocks``, ``max_temporal_keep``,
-                ``max_keep``), objects with those attributes, or :class:`VideoMaskSpec`.
+            cfgs_mask: the mask specs: :class:`VideoMaskConfig` objects (a config's ``mask``) or the official YAML
+                ``mask`` list (see :func:`video_mask_config`).
             crop_size: clip crop in pixels, ``int`` or ``(height, width)``.
             num_frames: frames per clip, a multiple of ``tubelet_size``.
             patch_size: spatial patch size in pixels.
@@ -183,7 +140,7 @@ class MultiblockMaskCollator3D(MaskCollator):
         super().__init__(seed=seed)
         if isinstance(cfgs_mask, Mapping) or not isinstance(cfgs_mask, Sequence) or len(cfgs_mask) == 0:
             raise ValueError(f"cfgs_mask must be a non-empty list of mask configs, got {cfgs_mask!r}")
-        self.specs = tuple(VideoMaskSpec.from_config(c) for c in cfgs_mask)
+        self.specs = tuple(video_mask_config(c) for c in cfgs_mask)
         self.duration, self.height, self.width = video_token_grid(crop_size, num_frames, patch_size, tubelet_size)
 
     @property
@@ -191,11 +148,11 @@ class MultiblockMaskCollator3D(MaskCollator):
         """The token grid ``(T, H, W)``."""
         return self.duration, self.height, self.width
 
-    def max_context_duration(self, spec: VideoMaskSpec) -> int:
+    def max_context_duration(self, spec: VideoMaskConfig) -> int:
         """Time steps the context of ``spec`` may use: ``max(1, int(max_temporal_keep * T))``."""
         return max(1, int(spec.max_temporal_keep * self.duration))
 
-    def sample_block_size(self, spec: VideoMaskSpec, generator: torch.Generator) -> BlockSize3D:
+    def sample_block_size(self, spec: VideoMaskConfig, generator: torch.Generator) -> BlockSize3D:
         """Draw one block size: ``s ~ U(spatial_scale)``, ``log a ~ U(log aspect_ratio)``, ``ts ~
         U(temporal_scale)``; ``(h, w)`` from :func:`block_hw`, ``t = round(ts * T)`` clipped to ``[1, T]``."""
         spatial = uniform(generator, *spec.spatial_scale)
@@ -205,7 +162,7 @@ class MultiblockMaskCollator3D(MaskCollator):
         t = min(max(math.floor(temporal * self.duration + 0.5), 1), self.duration)
         return BlockSize3D(spatial, temporal, aspect, (t, h, w))
 
-    def sample_mask_set(self, spec: VideoMaskSpec, batch_size: int, generator: torch.Generator) -> MaskSet3D:
+    def sample_mask_set(self, spec: VideoMaskConfig, batch_size: int, generator: torch.Generator) -> MaskSet3D:
         """Draw the untruncated masks of one config for one batch."""
         size = self.sample_block_size(spec, generator)
         keep_steps = self.max_context_duration(spec)
