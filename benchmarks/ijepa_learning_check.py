@@ -22,13 +22,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.pretrain import Pretrainer, build_models  # noqa: E402
+# The trainer itself comes from the app; what a config builds, from jepa.
+from app.pretrain import Pretrainer  # noqa: E402
 from benchmarks.probing import attentive_probe, extract, logistic_probe  # noqa: E402
 from jepa.checkpoint import load_strict, read_checkpoint, strip_prefixes  # noqa: E402
 from jepa.config import load_pretrain_config  # noqa: E402
 from jepa.image.datasets import make_image_dataset  # noqa: E402
 from jepa.image.transforms import make_eval_transforms  # noqa: E402
 from jepa.logging_utils import setup_logging  # noqa: E402
+from jepa.training.builders import build_models  # noqa: E402
 
 logger = logging.getLogger("learning_check")
 

@@ -95,20 +95,13 @@ def corrupt(path: Path, rng: random.Random) -> str:
     return kind
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from jepa.data import read_bad_sample_log
-    from jepa.video.moving_digits import make_moving_digits
-
-    rng = random.Random(args.seed)
-    out = args.out.resolve()
-    source = make_moving_digits(out / "source", num_videos=args.videos, num_frames=16, size=32, split="train")
-    # The soak corrupts copies, so that the generated clips stay intact for the next soak.
-    clips = out / "clips"
+def copy_clips(source: Path, clips: Path) -> Path:
+    """Copy the clips that the annotation CSV ``source`` lists into ``clips`` (emptied first), with a CSV of the
+    copies, which it returns: the soak corrupts copies, so that the generated clips stay intact for the next soak."""
     shutil.rmtree(clips, ignore_errors=True)
     clips.mkdir(parents=True)
     rows = []
-    for line in Path(source).read_text().splitlines():
+    for line in source.read_text().splitlines():
         if line.strip():
             path, label = line.split()
             copy = clips / Path(path).name
@@ -116,6 +109,35 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(f"{copy} {label}\n")
     data = clips / "train.csv"
     data.write_text("".join(rows))
+    return data
+
+
+def outcome(folder: Path, target: int, injected: dict[str, str], rss: dict[int, list[float]]) -> dict:
+    """The run's log, bad-sample record and memory, against what the soak did to it."""
+    from jepa.data import read_bad_sample_log
+
+    steps = logged_steps(folder / f"{TAG}_r0.csv")
+    reported = {}
+    for path in folder.glob(f"{TAG}_bad_samples_r*.tsv"):
+        reported.update(read_bad_sample_log(path))
+    return {
+        "log_is_exact": steps == sorted(set(steps)) and (not steps or steps[-1] == target),
+        "bad_files_injected": len(injected), "bad_files_reported": len(reported),
+        "bad_files_missed": sorted(set(injected) - set(reported)),
+        # Per attempt (a restart starts a new process): memory after start-up, at its peak and at the end.
+        "rss_mb": {a: {"after_10s": round(v[min(9, len(v) - 1)], 1), "max": round(max(v), 1), "last": round(v[-1], 1)}
+                   for a, v in rss.items()},
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from jepa.video.moving_digits import make_moving_digits
+
+    rng = random.Random(args.seed)
+    out = args.out.resolve()
+    source = make_moving_digits(out / "source", num_videos=args.videos, num_frames=16, size=32, split="train")
+    data = copy_clips(Path(source), out / "clips")
     folder = out / "run"
     csv_log = folder / f"{TAG}_r0.csv"
     ipe = 20
@@ -180,20 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             break
         attempt += 1
-    steps = logged_steps(csv_log)
-    reported = {}
-    for path in folder.glob(f"{TAG}_bad_samples_r*.tsv"):
-        reported.update(read_bad_sample_log(path))
     summary = {
         "case": "soak", "steps": checkpoint_step(folder), "target_steps": target, "attempts": attempt + 1,
         "steps_lost_on_signal": lost_on_signal, "steps_redone_after_kill": redone_after_kill,
-        "log_is_exact": steps == sorted(set(steps)) and (not steps or steps[-1] == target),
-        "bad_files_injected": len(injected), "bad_files_reported": len(reported),
-        "bad_files_missed": sorted(set(injected) - set(reported)),
-        # Per attempt (a restart starts a new process): memory after start-up, at its peak and at the end.
-        "rss_mb": {a: {"after_10s": round(v[min(9, len(v) - 1)], 1), "max": round(max(v), 1), "last": round(v[-1], 1)}
-                   for a, v in rss.items()},
-        "seconds": round(time.monotonic() - started, 1),
+        **outcome(folder, target, injected, rss), "seconds": round(time.monotonic() - started, 1),
     }  # fmt: skip
     print(json.dumps(summary), flush=True)
     return 0

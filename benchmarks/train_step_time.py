@@ -16,8 +16,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.pretrain import Pretrainer, mask_sets  # noqa: E402
+# The trainer itself comes from the app; what a config builds, from jepa.
+from app.pretrain import Pretrainer  # noqa: E402
 from jepa.config import load_pretrain_config  # noqa: E402
+from jepa.training.builders import mask_sets  # noqa: E402
 
 
 def main() -> int:

@@ -19,11 +19,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.pretrain import Pretrainer, build_models, video_annotation_files  # noqa: E402
+# The trainer itself comes from the app; what a config builds, from jepa.
+from app.pretrain import Pretrainer  # noqa: E402
 from benchmarks.probing import attentive_probe, extract, logistic_probe  # noqa: E402
 from jepa.checkpoint import load_strict, read_checkpoint, strip_prefixes  # noqa: E402
 from jepa.config import load_pretrain_config  # noqa: E402
 from jepa.logging_utils import setup_logging  # noqa: E402
+from jepa.training.builders import build_models, video_annotation_files  # noqa: E402
 from jepa.video.datasets import VideoDataset  # noqa: E402
 from jepa.video.transforms import VideoEvalTransform  # noqa: E402
 

@@ -3,14 +3,14 @@
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from jepa.data import DropSkipped
-from jepa.sampling import EpochSampler, SeededDataset
+from jepa.sampling import EpochSampler, MapDataset, SeededDataset
 
 
 def train_loader(
-    dataset: Dataset,
+    dataset: MapDataset,
     *,
     batch_size: int,
     seed: int,
@@ -36,7 +36,7 @@ def train_loader(
 
 
 def val_loader(
-    dataset: Dataset,
+    dataset: MapDataset,
     *,
     batch_size: int,
     rank: int,
@@ -50,7 +50,7 @@ def val_loader(
     built with ``on_error="skip"`` marks its unreadable samples, which are dropped from their batch and listed
     with it, so that the metrics count exactly the readable samples."""
     return DataLoader(
-        Subset(dataset, range(rank, len(dataset), world_size)),
+        Subset(dataset, range(rank, len(dataset), world_size)),  # type: ignore[arg-type]  # any map-style set
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -60,7 +60,9 @@ def val_loader(
     )
 
 
-def make_loaders(cfg, train: Dataset, val: Dataset, rank: int, world_size: int, collate_fn: Callable | None = None):
+def make_loaders(
+    cfg, train: MapDataset, val: MapDataset, rank: int, world_size: int, collate_fn: Callable | None = None
+):
     """The training and validation loaders of an eval config (see :func:`train_loader`, :func:`val_loader`)."""
     common = dict(
         batch_size=cfg.optimization.batch_size, rank=rank, world_size=world_size, num_workers=cfg.data.num_workers,

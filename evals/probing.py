@@ -20,29 +20,39 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jepa.checkpoint import CheckpointError, atomic_write, read_checkpoint, save_checkpoint, strip_prefixes
+from jepa.checkpoint import CheckpointError, atomic_write, read_checkpoint, strip_prefixes
 from jepa.config.evals import EvalConfig, ProbeOptimConfig
 from jepa.config.strict import ConfigError, to_dict
 from jepa.data import SampleLoadError, split_skipped
 from jepa.distributed import all_gather_objects, all_reduce_sum
-from jepa.logging_utils import CSVLogger
 from jepa.models import AttentiveClassifier
+from jepa.optim import clip_per_module, decays, make_adamw, set_hyperparams_at
 from jepa.schedules import Schedules
+from jepa.training.ddp import wrap_ddp
+from jepa.training.run import RunFolder, load_modules
 
 logger = logging.getLogger(__name__)
 
 Encode = Callable[[Any], tuple[Tensor, Tensor]]
 CSV_COLUMNS = ["epoch", "probe", "lr", "weight_decay", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
 RANDOM_INIT = "random-init"  # the encoder of a run with pretrain.checkpoint null, as outputs record it
+
+
+class Batches(Protocol):
+    """What the probe trainer iterates over: a DataLoader, or any sized iterable of batches."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 def describe_val_samples(scored: int, unreadable: int) -> str:
@@ -128,11 +138,6 @@ class ProbeBank(nn.Module):
         return torch.stack([probe(tokens) for probe in self.probes])
 
 
-def decays(name: str, shape: torch.Size | tuple[int, ...]) -> bool:
-    """Whether weight decay applies to a parameter: not to biases and 1-D parameters (the official rule)."""
-    return "bias" not in name and len(shape) != 1
-
-
 def _grouped_names(named: Iterable[tuple[str, torch.Size | tuple[int, ...]]]) -> list[str]:
     """Parameter names in optimizer order: the decayed group, then the rest (the official two groups)."""
     named = list(named)
@@ -140,15 +145,10 @@ def _grouped_names(named: Iterable[tuple[str, torch.Size | tuple[int, ...]]]) ->
 
 
 def make_probe_optimizer(probe: nn.Module, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW with the official two groups: decayed weights, then biases and 1-D parameters (never decayed)."""
-    named = list(probe.named_parameters())
-    return torch.optim.AdamW(
-        [
-            {"params": [p for n, p in named if decays(n, p.shape)]},
-            {"params": [p for n, p in named if not decays(n, p.shape)], "weight_decay": 0.0, "WD_exclude": True},
-        ],
-        betas=betas,
-    )
+    """AdamW with the official two groups: decayed weights, then biases and 1-D parameters (never decayed); the
+    decayed group carries no ``WD_exclude`` key, as in the official probe optimizer (see
+    :func:`jepa.optim.param_groups`)."""
+    return make_adamw([probe], betas, mark_decayed=False)
 
 
 def load_optimizer_state(
@@ -181,6 +181,17 @@ def load_optimizer_state(
 
 
 @dataclass
+class ProbeStep:
+    """What one update of the probes saw: logits ``[K, V, B, C]`` (float32, detached), labels ``[B]``, each
+    probe's loss summed over the batch ``[K]`` (detached) and each probe's ``(lr, weight_decay)``."""
+
+    logits: Tensor
+    labels: Tensor
+    loss_sums: Tensor
+    hparams: list[tuple[float, float]]
+
+
+@dataclass
 class EpochResult:
     epoch: int
     train: list[dict[str, float]]
@@ -202,6 +213,8 @@ class ProbeTrainer:
             checkpoint.
 
     Attributes:
+        epoch: epochs trained.
+        step: updates done (``epoch * ipe`` at the start of an epoch).
         skipped_files: path -> reason of every validation sample that could not be read, over all ranks and
             epochs (each path once).
     """
@@ -210,8 +223,8 @@ class ProbeTrainer:
         self,
         cfg: EvalConfig,
         encode: Encode,
-        train_loader: Iterable,
-        val_loader: Iterable,
+        train_loader: Batches,
+        val_loader: Batches,
         *,
         embed_dim: int,
         num_heads: int,
@@ -231,22 +244,24 @@ class ProbeTrainer:
         self.world_size = world_size
         self.encoder_source = encoder_source
         self.log_freq = log_freq
-        self.folder = cfg.output_folder
-        self.tag = cfg.pretrain.write_tag
+        self.files = RunFolder(cfg.output_folder, cfg.pretrain.write_tag, writer=rank == 0)
+        self.folder, self.tag = self.files.folder, self.files.tag
         opt = cfg.optimization
         self.hparams: list[ProbeOptimConfig] = opt.probes
         self.ipe = len(train_loader)
         if self.ipe == 0:
             raise ValueError("the training split yields no batch on this rank")
-        probe_kwargs = dict(
-            embed_dim=embed_dim,
-            num_heads=cfg.classifier.num_heads or num_heads,
-            depth=cfg.classifier.num_probe_blocks,
-            num_classes=num_classes,
-            blocks_on_queries=cfg.classifier.blocks_on_queries,
-            use_sdpa=cfg.pretrain.use_sdpa,
-        )
-        self.bank = ProbeBank(AttentiveClassifier(**probe_kwargs) for _ in self.hparams).to(device)
+        def make_probe() -> AttentiveClassifier:
+            return AttentiveClassifier(
+                embed_dim=embed_dim,
+                num_heads=cfg.classifier.num_heads or num_heads,
+                depth=cfg.classifier.num_probe_blocks,
+                num_classes=num_classes,
+                blocks_on_queries=cfg.classifier.blocks_on_queries,
+                use_sdpa=cfg.pretrain.use_sdpa,
+            )
+
+        self.bank = ProbeBank(make_probe() for _ in self.hparams).to(device)
         self.optimizers = [make_probe_optimizer(p, opt.betas) for p in self.bank.probes]
         self.schedules = [
             Schedules(
@@ -254,21 +269,19 @@ class ProbeTrainer:
                 epochs=opt.num_epochs,
                 ipe_scale=1.0,
                 warmup_epochs=h.warmup,
-                start_lr=h.start_lr,
+                start_lr=h.lr if h.start_lr is None else h.start_lr,  # None is filled in by the config
                 lr=h.lr,
                 final_lr=h.final_lr,
                 weight_decay=h.weight_decay,
-                final_weight_decay=h.final_weight_decay,
+                final_weight_decay=1e-6 if h.final_weight_decay is None else h.final_weight_decay,
                 ema=(1.0, 1.0),
             )  # fmt: skip
             for h in self.hparams
         ]
-        self.model: nn.Module = self.bank
-        if world_size > 1:
-            ids = [device.index] if device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.bank, device_ids=ids, static_graph=True)
-        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=opt.use_bfloat16)
+        self.model = wrap_ddp(self.bank, device, world_size, static_graph=True)
+        self.use_bfloat16 = opt.use_bfloat16
         self.epoch = 0
+        self.step = 0
         self.history: list[EpochResult] = []
         self.skipped_files: dict[str, str] = {}
 
@@ -280,7 +293,7 @@ class ProbeTrainer:
     # -- checkpoints -------------------------------------------------------------------------------------------
     @property
     def latest_path(self) -> Path:
-        return self.folder / f"{self.tag}-latest.pth.tar"
+        return self.files.latest
 
     def state_dict(self) -> dict[str, Any]:
         """The official probe layout (``classifier``, ``opt``, ``scaler``, ``epoch``, ...) with every probe under
@@ -328,9 +341,8 @@ class ProbeTrainer:
             self._refuse_other_encoder(results, encoder_of_results(results), "overwrite it")
 
     def save(self) -> Path | None:
-        if self.rank != 0:
-            return None
-        return save_checkpoint(self.state_dict(), self.latest_path)
+        """Write ``latest`` (rank 0; the others return None)."""
+        return self.files.save(self.state_dict())
 
     def load(self, path: str | Path) -> None:
         """Resume from a probe checkpoint: ours, or an official V-JEPA 1 (``classifier``) / V-JEPA 2
@@ -352,13 +364,11 @@ class ProbeTrainer:
                 f"{path} holds {len(states)} probe(s) but the config trains {len(self.bank.probes)} "
                 "(optimization.multihead_kwargs)"
             )
-        from jepa.checkpoint import load_strict
-
+        names = [f"classifier {i}" for i in range(len(states))]
+        load_modules(dict(zip(names, states, strict=True)), dict(zip(names, self.bank.probes, strict=True)), path)
         for i, (probe, state) in enumerate(zip(self.bank.probes, states, strict=True)):
-            state = strip_prefixes(state)
-            load_strict(probe, state, f"{path} [classifier {i}]")
             if i < len(opts) and opts[i] is not None:
-                keys = [(k, tuple(v.shape)) for k, v in state.items()]
+                keys = [(k, tuple(v.shape)) for k, v in strip_prefixes(state).items()]
                 load_optimizer_state(self.optimizers[i], opts[i], keys, probe)
             else:
                 logger.warning("%s: no optimizer state for probe %d; its AdamW moments start from zero", path, i)
@@ -368,14 +378,14 @@ class ProbeTrainer:
         logger.info("resumed probes from %s after epoch %d", path, self.epoch)
 
     def maybe_resume(self, force: bool = False) -> None:
-        if not (self.cfg.resume_checkpoint or force):
-            return
-        if self.latest_path.is_file():
-            self.load(self.latest_path)
-        else:
-            logger.info(
-                "resume requested but %s does not exist yet: training the probes from scratch", self.latest_path
-            )
+        """Resume from ``latest`` when ``resume_checkpoint`` is set, or ``force`` (a requeued job, ``--resume``),
+        and it exists."""
+        path = self.files.resume_path(
+            latest_first=force, requested=bool(self.cfg.resume_checkpoint), requested_by="resume_checkpoint",
+            log=logger,
+        )  # fmt: skip
+        if path is not None:
+            self.load(path)
 
     # -- training ----------------------------------------------------------------------------------------------
     def best_probe(self) -> int:
@@ -385,26 +395,18 @@ class ProbeTrainer:
         val = self.history[-1].val
         return max(range(len(val)), key=lambda k: val[k]["top1"])
 
-    def _set_hparams(self, step: int) -> list[tuple[float, float]]:
-        values = []
-        for optimizer, schedule in zip(self.optimizers, self.schedules, strict=True):
-            lr, wd = schedule.lr_at(step), schedule.wd_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-                if not group.get("WD_exclude", False):
-                    group["weight_decay"] = wd
-            values.append((lr, wd))
-        return values
-
     def _forward(self, batch: Any, training: bool = False) -> tuple[Tensor, Tensor]:
         """Probe logits ``[K, V, B, C]`` (float32) and labels ``[B]`` of one batch. Only training goes through DDP:
         validation shards may hold different numbers of batches, so evaluation must not need the other ranks."""
-        with torch.no_grad(), torch.autocast(**self.autocast):
+        with torch.no_grad(), self._autocast():
             tokens, labels = self.encode(batch)
         views, batch_size = tokens.shape[:2]
-        with torch.autocast(**self.autocast):
+        with self._autocast():
             logits = (self.model if training else self.bank)(tokens.flatten(0, 1))
         return logits.float().unflatten(1, (views, batch_size)), labels.to(self.device)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bfloat16)
 
     @staticmethod
     def _losses(logits: Tensor, labels: Tensor) -> Tensor:
@@ -413,32 +415,38 @@ class ProbeTrainer:
         ce = F.cross_entropy(logits.reshape(-1, c), labels.repeat(k * v), reduction="none")
         return ce.view(k, v, b).mean(dim=1).sum(dim=1)
 
+    def train_step(self, batch: Any) -> ProbeStep:
+        """One update of every probe at global step :attr:`step`: schedules -> forward (the frozen encoder, then
+        the probes) -> loss -> backward -> clip (each probe on its own) -> AdamW."""
+        hparams = [set_hyperparams_at(o, s, self.step) for o, s in zip(self.optimizers, self.schedules, strict=True)]
+        logits, labels = self._forward(batch, training=True)
+        loss_sums = self._losses(logits, labels)
+        (loss_sums.sum() / labels.numel()).backward()
+        clip_per_module(self.bank.probes, self.cfg.optimization.clip_grad)
+        for optimizer in self.optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return ProbeStep(logits.detach(), labels, loss_sums.detach(), hparams)
+
     def train_epoch(self) -> list[dict[str, float]]:
+        """Train every probe for epoch :attr:`epoch` (0-based); returns each probe's metrics over the epoch."""
         self.model.train()
-        sampler = getattr(self.train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.epoch)
+        set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(self.epoch)
         metrics = SplitMetrics(len(self.optimizers), self.device)
-        clip = self.cfg.optimization.clip_grad
         start = time.perf_counter()
+        self.step = self.epoch * self.ipe
         for itr, batch in enumerate(self.train_loader):
-            step = self.epoch * self.ipe + itr
-            hparams = self._set_hparams(step)
-            logits, labels = self._forward(batch, training=True)
-            loss_sums = self._losses(logits, labels)
-            (loss_sums.sum() / labels.numel()).backward()
-            for probe, optimizer in zip(self.bank.probes, self.optimizers, strict=True):
-                if clip is not None:
-                    nn.utils.clip_grad_norm_(probe.parameters(), clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            metrics.update(average_views(logits.detach()), labels, loss_sums)
+            out = self.train_step(batch)
+            metrics.update(average_views(out.logits), out.labels, out.loss_sums)
             if (itr + 1) % self.log_freq == 0 or itr + 1 == self.ipe:
-                self._progress("train", itr + 1, self.ipe, start, metrics, hparams[0][0])
+                self._progress("train", itr + 1, self.ipe, start, metrics, out.hparams[0][0])
         return metrics.reduce().results()
 
     @torch.no_grad()
-    def evaluate(self, loader: Iterable | None = None) -> list[dict[str, float]]:
+    def evaluate(self, loader: Batches | None = None) -> list[dict[str, float]]:
         """Top-1 / top-5 / loss of every probe over the readable samples of the validation split (all ranks
         together); each result also gives ``samples`` (scored) and ``unreadable`` (distinct files the loader
         skipped, over all ranks, which are added to :attr:`skipped_files`). Raises :class:`SampleLoadError` when
@@ -446,7 +454,7 @@ class ProbeTrainer:
         loader = self.val_loader if loader is None else loader
         self.model.eval()
         metrics = SplitMetrics(len(self.optimizers), self.device)
-        total = len(loader) if hasattr(loader, "__len__") else 0
+        total = len(loader)
         skipped: dict[str, str] = {}
         start = time.perf_counter()
         for itr, batch in enumerate(loader):
@@ -502,12 +510,9 @@ class ProbeTrainer:
         """Train (resuming when asked), evaluate after every epoch, write CSV/JSON; returns the summary. Refuses
         (:class:`ConfigError`) an output folder that holds the results or probes of another encoder."""
         self.check_output_folder(resume=bool(resume or self.cfg.resume_checkpoint))
+        self.files.prepare()
         self.maybe_resume(force=resume)
-        csv = None
-        if self.rank == 0:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            csv = CSVLogger(self.folder / "results.csv", CSV_COLUMNS, append=self.epoch > 0)
-            csv.drop_rows_after("epoch", self.epoch)
+        csv = self.files.csv_log("results.csv", CSV_COLUMNS, column="epoch", value=self.epoch)
         num_epochs = self.cfg.optimization.num_epochs
         if self.epoch >= num_epochs:
             logger.info("probes already trained for %d epochs: evaluating only", self.epoch)
@@ -529,7 +534,7 @@ class ProbeTrainer:
                 logger.info(
                     "[epoch %d] train top-1 %.2f%%  val top-1 %.2f%%  top-5 %.2f%%  (probe %d of %d) over %s",
                     self.epoch, train[best]["top1"], val[best]["top1"], val[best]["top5"], best, len(val),
-                    describe_val_samples(val[best]["samples"], val[best].get("unreadable", 0)),
+                    describe_val_samples(int(val[best]["samples"]), int(val[best].get("unreadable", 0))),
                 )  # fmt: skip
             self.save()
             self.write_summary()
@@ -580,7 +585,7 @@ class ProbeTrainer:
 
 def run_eval(
     cfg: EvalConfig,
-    make_data: Callable[[EvalConfig, int, int], tuple[Iterable, Iterable, int]],
+    make_data: Callable[[EvalConfig, int, int], tuple[Batches, Batches, int]],
     device: torch.device | str = "cpu",
     *,
     rank: int = 0,

@@ -43,7 +43,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 import safetensors
 import safetensors.torch
@@ -59,15 +59,19 @@ from jepa.spec import EncoderSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
+# A checkpoint file, or what one holds once loaded (a pickled payload: its values are anything torch.load builds).
 PathOrState = str | os.PathLike | Mapping[str, Any]
+# An allowed global and the name a pickle gives it (torch.serialization.safe_globals' entries).
+SafeGlobal = tuple[Callable[..., object], str]
 _PREFIXES = ("module.", "backbone.")
+M = TypeVar("M", bound=nn.Module)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be read or does not fit the model; the message names the file and the keys."""
 
 
-def _numpy_safe_globals() -> list[tuple[Any, str]]:
+def _numpy_safe_globals() -> list[SafeGlobal]:
     """The NumPy entries of :data:`SAFE_GLOBALS` as ``(object, pickled name)`` pairs, resolved for the installed
     NumPy (its scalar function moved from ``numpy.core`` to ``numpy._core`` in NumPy 2; files name either)."""
     try:
@@ -81,7 +85,7 @@ def _numpy_safe_globals() -> list[tuple[Any, str]]:
             break
         except (ImportError, AttributeError):
             continue
-    entries: dict[str, Any] = {"numpy.dtype": np.dtype}
+    entries: dict[str, Callable[..., object]] = {"numpy.dtype": np.dtype}
     if scalar is not None:
         entries["numpy.core.multiarray.scalar"] = entries["numpy._core.multiarray.scalar"] = scalar
     for code in "?bBhHiIlLqQefdgFDG":
@@ -92,7 +96,7 @@ def _numpy_safe_globals() -> list[tuple[Any, str]]:
 
 # What torch.load(weights_only=True) may build besides tensors, containers, numbers and strings: NumPy scalars and
 # dtypes, as the official .pth.tar files hold them. Applied only around each load (see read_checkpoint).
-SAFE_GLOBALS: list[tuple[Any, str]] = _numpy_safe_globals()
+SAFE_GLOBALS: list[SafeGlobal] = _numpy_safe_globals()
 _SAFE_GLOBALS_LOCK = threading.Lock()
 
 # torch.save files start with a zip header, or (the legacy format, torch < 1.6) with a pickled magic number.
@@ -161,7 +165,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         # safe_globals edits torch's process-wide list on entry and exit: one load at a time keeps another thread's
         # exit from removing the entries while this load still needs them.
-        with _SAFE_GLOBALS_LOCK, torch.serialization.safe_globals(SAFE_GLOBALS):
+        with _SAFE_GLOBALS_LOCK, torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise _unpickling_error(path, str(e)) from e
@@ -179,8 +183,8 @@ def _unpickling_error(path: Path, message: str) -> CheckpointError:
             "allow-list (jepa.checkpoint.SAFE_GLOBALS), because loading it could run code; a checkpoint may hold "
             "only tensors, plain containers, numbers, strings and NumPy scalars"
         )
-    detail = re.search(r"WeightsUnpickler error:\s*(.+)", message)
-    detail = detail.group(1).strip() if detail else message.strip().splitlines()[-1]
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", message)
+    detail = found.group(1).strip() if found else message.strip().splitlines()[-1]
     if _REFUSED_OBJECT.search(message):
         return CheckpointError(
             f"refusing to load checkpoint {path}: building an object it holds could run code ({detail})"
@@ -264,9 +268,10 @@ _TMP_SUFFIX = ".tmp"
 _TMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(_TMP_SUFFIX))
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], object], mode: str = "wb") -> Path:
     """Write ``path`` through ``write(file)`` atomically: a temporary file in the same folder, flushed and synced,
-    then renamed over ``path`` (readers see the old file or the new one, never a partial one).
+    then renamed over ``path`` (readers see the old file or the new one, never a partial one). The file is opened
+    with ``mode``: binary (``IO[bytes]``) or text (``IO[str]``, no newline translation).
 
     Raises:
         OSError: writing failed (disk full, no permission, read-only file system, ...): the error keeps its errno
@@ -278,7 +283,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+        with os.fdopen(fd, mode, newline=None if "b" in mode else "") as f:
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
             write(f)
             f.flush()
@@ -304,14 +309,16 @@ def _remove_tmp(tmp: Path) -> None:
 def _os_error_in(e: BaseException) -> OSError | None:
     """``e`` when it is an ``OSError`` with an errno, or the one a ``RuntimeError`` was raised while handling
     (torch.save reports a failed write as ``RuntimeError: ... unexpected pos``, its context the file's error)."""
-    while isinstance(e, RuntimeError) and not isinstance(e, OSError):
-        e = e.__cause__ or e.__context__
-    return e if isinstance(e, OSError) and e.errno is not None else None
+    cause: BaseException | None = e
+    while isinstance(cause, RuntimeError) and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    return cause if isinstance(cause, OSError) and cause.errno is not None else None
 
 
 def _write_error(path: Path, e: OSError) -> OSError:
-    name = errno.errorcode.get(e.errno, f"errno {e.errno}")
-    why = {errno.ENOSPC: "the disk is full", getattr(errno, "EDQUOT", -1): "the disk quota is exceeded"}.get(e.errno)
+    code = e.errno if e.errno is not None else 0  # _os_error_in passes only errors with an errno
+    name = errno.errorcode.get(code, f"errno {code}")
+    why = {errno.ENOSPC: "the disk is full", getattr(errno, "EDQUOT", -1): "the disk quota is exceeded"}.get(code)
     reason = f"{name}, {why}" if why else name
     err = OSError(e.errno, f"could not write {path}: {reason} ({e.strerror or e})")  # OSError picks the subclass
     err.filename = str(path)
@@ -364,7 +371,7 @@ def _source(path_or_state: PathOrState) -> str:
     return str(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else "the given state dict"
 
 
-def _is_state_dict(obj: Mapping[str, Any]) -> bool:
+def _is_state_dict(obj: Mapping[str, object]) -> bool:
     return len(obj) > 0 and all(isinstance(v, Tensor) for v in obj.values())
 
 
@@ -412,7 +419,7 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], source: str)
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
 
 
-def _freeze(model: nn.Module) -> nn.Module:
+def _freeze(model: M) -> M:
     model.requires_grad_(False)
     return model.eval()
 
@@ -423,7 +430,8 @@ def _count_indexed(state_dict: Mapping[str, Tensor], prefix: str) -> int:
     return max(ids) + 1 if ids else 0
 
 
-def _grid_from_table(n: int, video: bool, patch_size: int, tubelet_size: int, kwargs: dict[str, Any]) -> dict:
+def _grid_from_table(n: int, video: bool, patch_size: int, tubelet_size: int, kwargs: Mapping[str, Any]
+                     ) -> dict[str, int]:  # fmt: skip
     """``img_size`` / ``num_frames`` that give a position table of ``n`` tokens, from what the caller fixed.
 
     An image table is taken as square. A video table's split between time and space is ambiguous, so one of
@@ -456,7 +464,8 @@ def _source_grid(n: int, target: Grid) -> Grid:
     raise CheckpointError(f"cannot resample a {n}-token position table to the grid {target}")
 
 
-def _fit_table(state_dict: dict[str, Tensor], key: str, model: nn.Module, video: bool, source: str) -> None:
+def _fit_table(state_dict: dict[str, Tensor], key: str, model: VisionTransformer | VisionTransformerPredictor,
+               video: bool, source: str) -> None:  # fmt: skip
     table = getattr(model, key, None)
     if key not in state_dict or table is None or state_dict[key].shape == table.shape:
         return
@@ -465,7 +474,7 @@ def _fit_table(state_dict: dict[str, Tensor], key: str, model: nn.Module, video:
     state_dict[key] = interpolate_pos_embed(state_dict[key], src, model.grid, video)
 
 
-def _mlp_kwargs(state_dict: Mapping[str, Tensor], prefix: str, width: int) -> dict[str, Any]:
+def _mlp_kwargs(state_dict: Mapping[str, Tensor], prefix: str, width: int) -> dict[str, bool | float]:
     if f"{prefix}.mlp.fc3.weight" in state_dict:
         return {"use_silu": True}
     fc1 = state_dict.get(f"{prefix}.mlp.fc1.weight")

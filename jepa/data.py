@@ -72,7 +72,7 @@ class DropSkipped:
     def __init__(self, collate_fn: Callable[[list], Any] | None = None) -> None:
         self.collate_fn = default_collate if collate_fn is None else collate_fn
 
-    def __call__(self, samples: Sequence[Any]) -> PartialBatch:
+    def __call__(self, samples: Sequence[object]) -> PartialBatch:
         kept = [s for s in samples if not isinstance(s, SkippedSample)]
         skipped = [s for s in samples if isinstance(s, SkippedSample)]
         return PartialBatch(self.collate_fn(kept) if kept else None, skipped)
@@ -255,7 +255,7 @@ class RobustDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def load(self, index: int) -> tuple:
+    def load(self, index: int) -> tuple[object, ...]:
         """Read sample ``index``; raise one of :data:`READ_ERRORS` when its file cannot be read."""
         raise NotImplementedError
 
@@ -284,7 +284,7 @@ class RobustDataset(torch.utils.data.Dataset):
             append_bad_sample(self.bad_sample_log, path, reason)
         return path, reason
 
-    def __getitem__(self, index: int) -> Any:
+    def __getitem__(self, index: int) -> tuple[object, ...] | SkippedSample:
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for a data set of {n} samples")

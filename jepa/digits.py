@@ -63,6 +63,8 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 
 
 _BUILTIN_SOURCES = {"digits": _digits_source, "mnist5k": _mnist5k_source}
+DigitsName = Literal["digits", "mnist5k"]
+DigitsSplit = Literal["train", "val", "all"]
 
 
 class DigitSource:
@@ -81,8 +83,8 @@ class DigitSource:
 
     def __init__(
         self,
-        name: Literal["digits", "mnist5k"],
-        split: Literal["train", "val", "all"] = "train",
+        name: DigitsName,
+        split: DigitsSplit = "train",
         image_size: int = 32,
         val_fraction: float = 0.2,
         seed: int = 0,

@@ -27,15 +27,22 @@ import pickle
 import socket
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Sampler
+
+from jepa.sampling import SeededDataset
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import SimpleQueue
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +137,11 @@ def all_gather_cat(tensor: Tensor) -> Tensor:
     return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)])
 
 
-def all_gather_objects(obj: Any) -> list[Any]:
+def all_gather_objects(obj: T) -> list[T]:
     """Every process's picklable ``obj``, in rank order (``[obj]`` without a process group)."""
     if get_world_size() == 1:
         return [obj]
-    out: list[Any] = [None] * get_world_size()
+    out: list[Any] = [None] * get_world_size()  # placeholders that all_gather_object replaces
     dist.all_gather_object(out, obj)
     return out
 
@@ -269,10 +276,11 @@ def init_distributed(
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     try:
-        kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-        if device.type == "cuda":
-            kwargs["device_id"] = device  # binds NCCL to this GPU (barriers and object collectives included)
-        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size, **kwargs)
+        # device_id binds NCCL to this GPU (barriers and object collectives included); None: torch's defaults.
+        device_id = device if device.type == "cuda" else None
+        dist.init_process_group(
+            backend, init_method="env://", rank=rank, world_size=world_size, timeout=timeout, device_id=device_id
+        )
     except Exception as e:
         raise DistributedError(
             f"rank {rank} of {world_size} could not join the {backend} process group at {where} on {device}: {e}"
@@ -294,7 +302,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def spawn(fn: Callable[..., Any], devices: list[torch.device | str], *args: Any) -> list[Any]:
+def spawn(fn: Callable[..., T], devices: Sequence[torch.device | str], *args: object) -> list[T]:
     """Run ``fn(rank, world_size, device, *args)`` in one process per device and return its results by rank.
 
     With several devices, each process is started with the ``spawn`` method (so ``fn``, ``args`` and the results
@@ -307,20 +315,20 @@ def spawn(fn: Callable[..., Any], devices: list[torch.device | str], *args: Any)
         SpawnError: a process raised or died; the message leads with the traceback of the process that failed first
             (the others, stopped or cut off from it, fail after it), and the other processes are terminated.
     """
-    devices = [torch.device(d) for d in devices]
-    if not devices:
+    resolved = [torch.device(d) for d in devices]
+    if not resolved:
         raise ValueError("spawn needs at least one device")
-    if len(devices) == 1:
-        return [fn(0, 1, devices[0], *args)]
+    if len(resolved) == 1:
+        return [fn(0, 1, resolved[0], *args)]
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     messages = ctx.SimpleQueue()
     port = free_port()
     context = mp.start_processes(
-        _spawned, args=(fn, devices, port, messages, args), nprocs=len(devices), join=False, start_method="spawn"
+        _spawned, args=(fn, resolved, port, messages, args), nprocs=len(resolved), join=False, start_method="spawn"
     )
-    results: dict[int, Any] = {}
+    results: dict[int, T] = {}
     failures: list[tuple[float, int, str]] = []
 
     def drain() -> None:
@@ -344,12 +352,12 @@ def spawn(fn: Callable[..., Any], devices: list[torch.device | str], *args: Any)
         first_rank, first = failures[0][1], failures[0][2]
         others = ", ".join(str(r) for _, r, _ in failures[1:])
         after = f" (then rank(s) {others})" if others else ""
-        raise SpawnError(f"rank {first_rank} of {len(devices)} failed first{after}:\n{first}") from e
+        raise SpawnError(f"rank {first_rank} of {len(resolved)} failed first{after}:\n{first}") from e
     drain()
-    missing = sorted(set(range(len(devices))) - set(results))
+    missing = sorted(set(range(len(resolved))) - set(results))
     if missing:
         raise SpawnError(f"ranks {missing} ended without returning a result")
-    return [results[r] for r in range(len(devices))]
+    return [results[r] for r in range(len(resolved))]
 
 
 @contextlib.contextmanager
@@ -378,7 +386,14 @@ def _forwarding_signals(pids: list[int]) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _spawned(rank: int, fn: Callable[..., Any], devices: list[torch.device], port: int, messages: Any, args: tuple):
+def _spawned(
+    rank: int,
+    fn: Callable[..., object],
+    devices: list[torch.device],
+    port: int,
+    messages: "SimpleQueue[tuple[int, str, object]]",
+    args: tuple[object, ...],
+) -> None:
     world_size = len(devices)
     os.setpgrp()  # signals for the run reach the ranks through the parent, once (see _forwarding_signals)
     os.environ.update(
@@ -407,7 +422,7 @@ def _spawned(rank: int, fn: Callable[..., Any], devices: list[torch.device], por
 class ShardOfBatch:
     """What one rank loads of a global batch: its own ``samples`` and the sample seeds of the whole batch."""
 
-    samples: list[tuple]
+    samples: list[tuple[object, ...]]
     batch_seeds: list[int]
 
 
@@ -421,7 +436,7 @@ class RankShardDataset(torch.utils.data.Dataset):
     :class:`RankShardCollator` draws the masks of the whole batch.
     """
 
-    def __init__(self, dataset: torch.utils.data.Dataset, rank: int, world_size: int) -> None:
+    def __init__(self, dataset: SeededDataset, rank: int, world_size: int) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.dataset = dataset
@@ -431,7 +446,7 @@ class RankShardDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[object, ...]:
         return self.dataset[key]
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> ShardOfBatch:
@@ -451,7 +466,7 @@ class RankShardCollator:
     price: each rank draws the masks of the whole global batch (cheap next to a forward pass at usual scales).
     """
 
-    def __init__(self, collator: Any, rank: int, world_size: int) -> None:
+    def __init__(self, collator: object, rank: int, world_size: int) -> None:
         from jepa.masks.collate import MaskCollator
 
         if not isinstance(collator, MaskCollator):

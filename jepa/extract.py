@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -56,6 +56,18 @@ logger = logging.getLogger("jepa.extract")  # also when run as __main__
 
 INDEX_COLUMNS = ("row", "sample", "path", "label", "clip", "start_frame")
 _FORMAT_VERSION = 1
+
+# What a data set's load(i) gives extraction: clips [K, ...] (or one image as [1, ...]), the label, and the start
+# frame of each clip (-1 for an image).
+Item = tuple[Tensor, int, list[int]]
+
+
+class SkippedInput(TypedDict):
+    """An input that could not be read, as the summary lists it."""
+
+    sample: int
+    path: str
+    error: str
 
 
 class VideoClipDataset(VideoDataset):
@@ -85,7 +97,8 @@ class VideoClipDataset(VideoDataset):
         self.clips_per_video = clips_per_video
         self.window_stride = window_stride
 
-    def load(self, index: int) -> tuple[Tensor, int, list[int]]:
+    # A deliberate change of the sample layout: extract_features reads these data sets through load() only.
+    def load(self, index: int) -> Item:  # type: ignore[override]
         """``(clips, label, start frames)`` of video ``index`` (see the class documentation)."""
         path = self.paths[index]
         n = self.decoder.num_frames(path)
@@ -104,9 +117,12 @@ class ImageItems(ImageFolder):
     """An ImageFolder whose ``load(i)`` returns ``(image[None], label, [-1])``, the layout of
     :class:`VideoClipDataset` (one "clip" per image, no start frame)."""
 
-    def load(self, index: int) -> tuple[Tensor, int, list[int]]:
+    # A deliberate change of the sample layout, as VideoClipDataset's.
+    def load(self, index: int) -> Item:  # type: ignore[override]
         """``(image [1, 3, S, S], label, [-1])`` of image ``index``."""
         image, label = super().load(index)
+        if not isinstance(image, Tensor):
+            raise TypeError(f"ImageItems needs a transform that returns a tensor [3, S, S], got {type(image).__name__}")
         return image.unsqueeze(0), label, [-1]
 
     @property
@@ -126,7 +142,7 @@ class _Loads(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int) -> tuple[int, Any]:
+    def __getitem__(self, k: int) -> tuple[int, Item | BaseException]:
         i = self.indices[k]
         try:
             return i, self.dataset.load(i)
@@ -142,7 +158,7 @@ class ExtractionResult:
     index: Path
     summary: Path
     rows: int
-    skipped: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[SkippedInput] = field(default_factory=list)
     computed_chunks: int = 0
     reused_chunks: int = 0
 
@@ -189,10 +205,11 @@ def _hms(seconds: float) -> str:
 def sidecar_paths(out: str | Path) -> tuple[Path, Path, Path]:
     """``(index CSV, summary JSON, folder of partial chunks)`` that go with the feature file ``out``."""
     out = Path(out)
-    return tuple(out.with_name(out.name + suffix) for suffix in (".index.csv", ".json", ".partial"))
+    index, summary, partial = (out.with_name(out.name + suffix) for suffix in (".index.csv", ".json", ".partial"))
+    return index, summary, partial
 
 
-def _check_settings(found: Mapping[str, Any], expected: Mapping[str, Any], where: Path) -> None:
+def _check_settings(found: Mapping[str, object], expected: Mapping[str, object], where: Path) -> None:
     diff = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
     if diff:
         details = "; ".join(f"{k}: {found.get(k)!r} there, {expected.get(k)!r} now" for k in diff)
@@ -225,7 +242,7 @@ def extract_features(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     num_workers: int = 0,
-    settings: Mapping[str, Any] | None = None,
+    settings: Mapping[str, object] | None = None,
     overwrite: bool = False,
     log_interval: float = 10.0,
     max_skip_fraction: float = 0.5,
@@ -306,7 +323,7 @@ def _check_arguments(encoder, dataset, out: Path, pool_mode: str, batch_size: in
         raise ValueError("this is an image encoder (num_frames == 1); it cannot encode video clips")
 
 
-def _start_outputs(out: Path, settings: dict[str, Any], overwrite: bool) -> ExtractionResult | None:
+def _start_outputs(out: Path, settings: Mapping[str, object], overwrite: bool) -> ExtractionResult | None:
     """Clear the outputs (``overwrite``), or return the result of a complete earlier run with the same settings;
     otherwise make the folder of partial chunks, whose settings must be ``settings``, and return None."""
     index_path, summary_path, partial = sidecar_paths(out)
@@ -331,12 +348,12 @@ def _start_outputs(out: Path, settings: dict[str, Any], overwrite: bool) -> Extr
 def _run_chunk(
     encoder, dataset, indices, paths, pool_mode, batch_size, device, dtype, num_workers, counter, progress,
     max_skip_fraction,
-) -> tuple[Tensor, list[list], list[dict]]:  # fmt: skip
+) -> tuple[Tensor, list[list], list[SkippedInput]]:  # fmt: skip
     loader = torch.utils.data.DataLoader(
         _Loads(dataset, indices), batch_size=None, shuffle=False, num_workers=num_workers
     )
     rows: list[list] = []
-    skipped: list[dict] = []
+    skipped: list[SkippedInput] = []
     outs: list[Tensor] = []
     pending: list[Tensor] = []
     for i, loaded in loader:
@@ -445,6 +462,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The model options given on the command line, as keywords for the encoder builders."""
     names = ("num_heads", "patch_size", "tubelet_size", "num_frames", "img_size", "uniform_power", "use_rope")
     return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
@@ -505,14 +523,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre = Preprocess(crop_size=crop, resize_ratio=args.resize_ratio)
     data = Path(args.data)
     if data.is_dir():
-        dataset = ImageItems(data, transform=pre)
-        sampling: dict[str, Any] = {}
+        dataset: VideoClipDataset | ImageItems = ImageItems(data, transform=pre)
+        sampling: dict[str, int | None] = {}
     elif data.is_file():
         if not encoder.is_video:
             raise SystemExit(f"{data} lists videos but the encoder is an image model (num_frames == 1)")
         frames = args.frames_per_clip or encoder.num_frames
         dataset = VideoClipDataset(
-            data, frames, args.frame_step, args.clips_per_video, args.window_stride, pre.video, args.decoder
+            data, frames, args.frame_step, args.clips_per_video, args.window_stride, pre, args.decoder
         )
         sampling = dict(frames_per_clip=frames, frame_step=args.frame_step, clips_per_video=args.clips_per_video,
                         window_stride=args.window_stride)  # fmt: skip

@@ -14,22 +14,32 @@ the predictor, and the URL of the released training checkpoint (which holds ``en
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from jepa.checkpoint import CheckpointError, extract_state_dict, load_encoder, load_predictor, read_checkpoint
+from jepa.checkpoint import (
+    CheckpointError,
+    PathOrState,
+    extract_state_dict,
+    load_encoder,
+    load_predictor,
+    read_checkpoint,
+)
 from jepa.models.builder import build_encoder_from_spec, build_predictor_from_spec
 from jepa.models.predictor import VisionTransformerPredictor
 from jepa.models.vision_transformer import VisionTransformer
 from jepa.spec import EncoderSpec, ModelSpec, PredictorSpec
 
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=nn.Module)
+Loaded = VisionTransformer | tuple[VisionTransformer, VisionTransformerPredictor]
 
 _IJEPA_URL = "https://dl.fbaipublicfiles.com/ijepa"
 _VJEPA_URL = "https://dl.fbaipublicfiles.com/jepa"
@@ -178,16 +188,55 @@ def _drop_unused_rope_tables(state: Mapping[str, Any], source: str) -> dict[str,
     return out
 
 
+@overload
+def load(
+    release: str | Release,
+    *,
+    pretrained: bool = ...,
+    checkpoint: PathOrState | None = ...,
+    which: str = ...,
+    with_predictor: Literal[False] = ...,
+    progress: bool = ...,
+    **kwargs: Any,
+) -> VisionTransformer: ...
+
+
+@overload
+def load(
+    release: str | Release,
+    *,
+    pretrained: bool = ...,
+    checkpoint: PathOrState | None = ...,
+    which: str = ...,
+    with_predictor: Literal[True],
+    progress: bool = ...,
+    **kwargs: Any,
+) -> tuple[VisionTransformer, VisionTransformerPredictor]: ...
+
+
+@overload
+def load(
+    release: str | Release,
+    *,
+    pretrained: bool = ...,
+    checkpoint: PathOrState | None = ...,
+    which: str = ...,
+    with_predictor: bool,
+    progress: bool = ...,
+    **kwargs: Any,
+) -> Loaded: ...
+
+
 def load(
     release: str | Release,
     *,
     pretrained: bool = True,
-    checkpoint: str | os.PathLike | Mapping[str, Any] | None = None,
+    checkpoint: PathOrState | None = None,
     which: str = "target_encoder",
     with_predictor: bool = False,
     progress: bool = True,
     **kwargs: Any,
-) -> VisionTransformer | tuple[VisionTransformer, VisionTransformerPredictor]:
+) -> Loaded:
     """A released encoder, frozen (``requires_grad`` False) and in eval mode, optionally with its predictor.
 
     Args:
@@ -254,12 +303,12 @@ def load(
     return encoder, predictor
 
 
-def _frozen(model: nn.Module) -> nn.Module:
+def _frozen(model: M) -> M:
     model.requires_grad_(False)
     return model.eval()
 
 
-def entry_point(name: str):
+def entry_point(name: str) -> Callable[..., Loaded]:
     """A torch.hub entry point for the release ``name`` (what ``hubconf.py`` exports); the release is looked up
     in :data:`RELEASES` at call time."""
     release = RELEASES[name]
@@ -267,11 +316,11 @@ def entry_point(name: str):
     def make(
         pretrained: bool = True,
         *,
-        checkpoint: str | os.PathLike | Mapping[str, Any] | None = None,
+        checkpoint: PathOrState | None = None,
         which: str = "target_encoder",
         with_predictor: bool = False,
         **kwargs: Any,
-    ) -> VisionTransformer | tuple[VisionTransformer, VisionTransformerPredictor]:
+    ) -> Loaded:
         return load(name, pretrained=pretrained, checkpoint=checkpoint, which=which,
                     with_predictor=with_predictor, **kwargs)  # fmt: skip
 

@@ -29,12 +29,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import submitit
 import yaml
 
+if TYPE_CHECKING:
+    import torch
+
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# What signal.signal installs and returns: a handler, SIG_DFL / SIG_IGN, or None (one not installed from Python).
+SignalHandler = Callable[[int, FrameType | None], object] | int | None
 
 EXIT_STOPPED = 75  # sysexits' EX_TEMPFAIL: an entry point stopped on request before the end; run it again to resume
 CLUSTERS = ("slurm", "local", "debug")
@@ -137,7 +145,7 @@ def snapshot_config(text: str, folder: Path, name: str) -> Path:
     raise LaunchError(f"could not find a free snapshot name for {name} in {configs}")
 
 
-def executor_parameters(args: argparse.Namespace, nodes: int, tasks_per_node: int, name: str) -> dict[str, Any]:
+def executor_parameters(args: argparse.Namespace, nodes: int, tasks_per_node: int, name: str) -> dict[str, object]:
     """``AutoExecutor.update_parameters`` keywords for one job of ``nodes`` x ``tasks_per_node`` processes, one
     per GPU. Options not given on the command line are left out (Slurm's own defaults apply)."""
     if args.mem and args.mem_per_gpu:
@@ -202,7 +210,7 @@ class StopSignals:
         self.signums = tuple(dict.fromkeys(signums))
         self.forward_signum = forward_signum
         self.received: int | None = None
-        self.previous: dict[int, Any] = {}
+        self.previous: dict[int, SignalHandler] = {}
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is not threading.main_thread():
@@ -219,7 +227,7 @@ class StopSignals:
         for signum, previous in self.previous.items():
             signal.signal(signum, previous)
 
-    def _handle(self, signum: int, frame: object) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.received is not None:
             logger.error("received %s again: exiting now, without saving", name)
@@ -300,7 +308,7 @@ class Job:
             raise RuntimeError(f"{self.entry} {' '.join(argv)} exited with status {status}")
         return status
 
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
+    def checkpoint(self, *args: object, **kwargs: object) -> submitit.helpers.DelayedSubmission | None:
         """Called by submitit on preemption or timeout: the same job, marked to resume; None (no requeue) once
         ``max_requeues`` is reached."""
         if self.requeues >= self.max_requeues:
@@ -418,7 +426,7 @@ def resolve_config(
     return cfg, None
 
 
-def run_on_devices(fn: Callable[..., Any], requested: list[str] | None, *args: Any) -> tuple[int, Any]:
+def run_on_devices(fn: Callable[..., T], requested: list[str] | None, *args: object) -> tuple[int, T]:
     """Run ``fn(rank, world_size, device, *args)`` on every device of the run and return ``(rank, result)``.
 
     Under a launcher (torchrun, a Slurm task) this process is one rank: it joins the group and runs its share
@@ -441,7 +449,7 @@ def run_on_devices(fn: Callable[..., Any], requested: list[str] | None, *args: A
     return 0, spawn(_with_logging, devices, fn, *args)[0]
 
 
-def _with_logging(rank: int, world_size: int, device: Any, fn: Callable[..., Any], *args: Any) -> Any:
+def _with_logging(rank: int, world_size: int, device: "torch.device", fn: Callable[..., T], *args: object) -> T:
     from jepa.logging_utils import setup_logging
 
     setup_logging()  # a spawned process starts with Python's default logging

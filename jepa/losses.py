@@ -1,5 +1,6 @@
 """Prediction losses, V-JEPA's spread regulariser and the collapse signals logged during training."""
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -28,7 +29,7 @@ def spread_regulariser(preds: Sequence[Tensor], eps: float = 1e-4) -> Tensor:
     ``preds``: one ``[B, K, D]`` tensor per mask config; their per-sample, per-channel std over the ``K`` tokens
     is averaged over configs before the hinge.
     """
-    std = sum(torch.sqrt(z.float().var(dim=1) + eps) for z in preds) / len(preds)
+    std = functools.reduce(torch.add, [torch.sqrt(z.float().var(dim=1) + eps) for z in preds]) / len(preds)
     return F.relu(1.0 - std).mean()
 
 

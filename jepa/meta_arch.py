@@ -9,6 +9,7 @@ predictor's mask token ``i``.
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -78,14 +79,14 @@ class JEPA(nn.Module):
             z = self.predictor(self.encoder(x, masks_enc), masks_enc, masks_pred, mask_index=index)
             losses.append(prediction_loss(z, target, self.loss_type, self.loss_exp))
             preds.append(z)
-        loss_pred = sum(losses) / len(losses)
+        loss_pred = cast(Tensor, sum(losses)) / len(losses)
         loss_reg = spread_regulariser(preds) if self.reg_coeff > 0 else loss_pred.new_zeros(())
         return JEPAOutput(loss_pred + self.reg_coeff * loss_reg, loss_pred, loss_reg, pooled)
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
         """``target <- momentum * target + (1 - momentum) * encoder``, for every parameter, in one foreach pass."""
-        tgt = list(self.target_encoder.parameters())
+        tgt: list[Tensor] = list(self.target_encoder.parameters())
         src = [p.detach() for p in self.encoder.parameters()]
         torch._foreach_mul_(tgt, momentum)
         torch._foreach_add_(tgt, src, alpha=1.0 - momentum)

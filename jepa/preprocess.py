@@ -12,6 +12,7 @@ I-JEPA's and V-JEPA's image evaluations)::
 """
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from torch import Tensor
 from jepa.image.transforms import make_eval_transforms
 from jepa.transforms import IMAGENET_NORMALIZATION, Normalization
 from jepa.video.transforms import VideoEvalTransform
+
+if TYPE_CHECKING:
+    from jepa.models.vision_transformer import VisionTransformer
 
 Raw = Tensor | np.ndarray | Image.Image
 
@@ -54,12 +58,18 @@ class Preprocess:
         self.image = make_eval_transforms(crop_size, resize_ratio=resize_ratio, normalization=normalization)
 
     @classmethod
-    def for_encoder(cls, encoder: torch.nn.Module, **kwargs) -> "Preprocess":
+    def for_encoder(
+        cls,
+        encoder: "VisionTransformer",
+        *,
+        resize_ratio: float = 256 / 224,
+        normalization: Normalization = IMAGENET_NORMALIZATION,
+    ) -> "Preprocess":
         """The preprocessing at an encoder's native resolution (its ``img_size``; must be square)."""
         h, w = encoder.img_height, encoder.img_width
         if h != w:
             raise ValueError(f"encoder was built for {h}x{w} inputs; pass Preprocess(crop_size=...) explicitly")
-        return cls(crop_size=h, **kwargs)
+        return cls(crop_size=h, resize_ratio=resize_ratio, normalization=normalization)
 
     def __call__(self, x: Raw) -> Tensor:
         """One clip ``[T, H, W, 3]`` -> ``[3, T, S, S]``, or one image -> ``[3, S, S]`` (see the class doc)."""
@@ -74,7 +84,7 @@ class Preprocess:
         if dtype not in (np.uint8, torch.uint8):
             raise TypeError(f"expected uint8 pixels in 0..255, got {dtype}; convert e.g. with (x * 255).astype(uint8)")
         if len(shape) == 4:
-            return self.video(x)
+            return self.video.views(x)[0]  # one view: built with the default num_views_per_clip=1
         image = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
         # transforms.v2 reads a tensor as [C, H, W].
         return self.image(image.permute(2, 0, 1))

@@ -8,10 +8,20 @@ workers or on where a run was interrupted: resuming mid-epoch reproduces the uni
 import hashlib
 import random
 from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+
+class MapDataset(Protocol):
+    """A map-style data set of known length: ``len(dataset)`` and ``dataset[index]`` (torch's ``Dataset`` type
+    declares no ``__len__``). :class:`jepa.data.RobustDataset` and its subclasses are such data sets."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> object: ...
 
 
 def mix_seed(*values: int) -> int:
@@ -82,13 +92,13 @@ class SeededDataset(Dataset):
     with the torch and ``random`` generators seeded by ``seed`` (restored afterwards), and returns the sample
     with its trailing index replaced by ``seed`` (mask collators derive their masks from it)."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: MapDataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[object, ...]:
         index, seed = key
         state = random.getstate()
         with torch.random.fork_rng(devices=[]):
@@ -98,6 +108,8 @@ class SeededDataset(Dataset):
                 sample = self.dataset[index]
             finally:
                 random.setstate(state)
+        if not isinstance(sample, Sequence):  # e.g. the marker of an on_error="skip" data set
+            raise TypeError(f"sample {index} is a {type(sample).__name__}, expected a tuple ending with its index")
         return (*sample[:-1], seed)
 
 

@@ -153,8 +153,8 @@ class Difference:
     """One key on which a checkpoint and a config disagree."""
 
     key: str
-    checkpoint: Any
-    config: Any
+    checkpoint: object
+    config: object
 
     def __str__(self) -> str:
         return f"{self.key}: checkpoint {self.checkpoint!r} vs config {self.config!r}"

@@ -6,6 +6,8 @@ built-in ``digits`` / ``mnist5k``. Training uses timm's transform (random resize
 takes the centre crop. A video encoder sees each image as a static clip of ``pretrain.frames_per_clip`` frames.
 """
 
+from functools import partial
+
 import torch
 from timm.data import create_transform
 
@@ -23,30 +25,31 @@ def make_train_transform(cfg: EvalConfig):
     return create_transform(
         input_size=cfg.resolution,
         is_training=True,
-        scale=tuple(aug.random_resize_scale),
-        ratio=tuple(aug.random_resize_aspect_ratio),
+        scale=aug.random_resize_scale,
+        ratio=aug.random_resize_aspect_ratio,
         hflip=0.5 if aug.horizontal_flip in (None, True) else 0.0,
         auto_augment="original" if aug.auto_augment else None,
         interpolation="bicubic",
         re_prob=aug.reprob,
         re_mode="pixel",
         re_count=1,
-        mean=mean,
-        std=std,
+        mean=tuple(mean),
+        std=tuple(std),
     )
 
 
 def make_datasets(cfg: EvalConfig):
     d = cfg.data
-    name = d.dataset_name.lower()
+    name = d.image_dataset.lower()
     kind = name if name in ("digits", "mnist5k") else "imagefolder"
-    common = dict(root_path=d.root_path, image_folder=d.image_folder, image_size=cfg.resolution, seed=cfg.pretrain.seed)
+    dataset = partial(
+        make_image_dataset, kind, root_path=d.root_path, image_folder=d.image_folder, image_size=cfg.resolution,
+        seed=cfg.pretrain.seed,
+    )  # fmt: skip
     # Unreadable training images are replaced by random ones; unreadable validation images are skipped and
     # listed, so that the metrics count each readable image once (see jepa.data.RobustDataset).
-    train = make_image_dataset(kind, split="train", transform=make_train_transform(cfg), on_error="random", **common)
-    val = make_image_dataset(
-        kind, split="val", transform=make_eval_transforms(cfg.resolution), on_error="skip", **common
-    )
+    train = dataset(split="train", transform=make_train_transform(cfg), on_error="random")
+    val = dataset(split="val", transform=make_eval_transforms(cfg.resolution), on_error="skip")
     num_classes = len(train.classes)
     if len(val.classes) != num_classes:
         raise ValueError(f"{d.dataset_name}: train has {num_classes} class folders but val has {len(val.classes)}")

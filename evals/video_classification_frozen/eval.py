@@ -7,7 +7,8 @@ views per clip: the short side resized to the crop size and square views spaced 
 centre crop of a 256/224 resize). Predictions are softmaxes averaged over the views (see :mod:`evals.probing`).
 """
 
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -33,7 +34,7 @@ def collate_clips(samples: list[tuple]) -> tuple[Tensor, Tensor, Tensor]:
     return x, labels, indices
 
 
-def annotation_files(cfg: EvalConfig, split: str) -> tuple[list[str], int | None]:
+def annotation_files(cfg: EvalConfig, split: Literal["train", "val"]) -> tuple[list[str], int | None]:
     """The split's annotation CSVs and, for the built-in moving digits, the number of classes."""
     d = cfg.data
     if d.dataset_type.lower() == "moving_digits":
@@ -50,7 +51,8 @@ def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset, VideoDataset, int]:
     d, aug, opt = cfg.data, cfg.data_aug, cfg.optimization
     train_csvs, builtin_classes = annotation_files(cfg, "train")
     val_csvs, _ = annotation_files(cfg, "val")
-    common = dict(
+    dataset = partial(
+        VideoDataset,
         frames_per_clip=d.frames_per_clip,
         frame_step=cfg.frame_step,
         duration=cfg.pretrain.clip_duration,
@@ -60,7 +62,7 @@ def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset, VideoDataset, int]:
     )
     # An unreadable training video is replaced by a random one; an unreadable validation video is skipped and
     # listed, so that the metrics count each readable video once (see jepa.data.RobustDataset).
-    train = VideoDataset(
+    train = dataset(
         train_csvs,
         num_clips=d.num_segments if opt.attend_across_segments else 1,
         random_clip_sampling=True,
@@ -73,10 +75,9 @@ def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset, VideoDataset, int]:
             auto_augment=aug.auto_augment,
             reprob=aug.reprob,
         ),
-        **common,
     )
     views = d.num_views_per_segment
-    val = VideoDataset(
+    val = dataset(
         val_csvs,
         num_clips=d.num_segments,
         random_clip_sampling=False,
@@ -84,11 +85,12 @@ def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset, VideoDataset, int]:
         transform=VideoEvalTransform(
             crop_size=cfg.resolution, short_side_ratio=1.0 if views > 1 else 256 / 224, num_views_per_clip=views
         ),
-        **common,
     )
     num_classes = builtin_classes or d.num_classes
-    for name, dataset in (("dataset_train", train), ("dataset_val", val)):
-        bad = dataset.targets[(dataset.targets < 0) | (dataset.targets >= num_classes)]
+    if num_classes is None:
+        raise ValueError("data.num_classes must be given for annotation-CSV data")
+    for name, split in (("dataset_train", train), ("dataset_val", val)):
+        bad = split.targets[(split.targets < 0) | (split.targets >= num_classes)]
         if len(bad):
             raise ValueError(f"data.{name}: label {int(bad[0])} is outside [0, num_classes={num_classes})")
     return train, val, num_classes

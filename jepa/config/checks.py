@@ -111,7 +111,7 @@ def _check_eval(cfg: EvalConfig, problems: _Problems) -> None:
                 for i, csv in enumerate(paths):
                     where = f"data.{key}" if len(paths) == 1 else f"data.{key}[{i}]"
                     _check_csv(where, Path(csv), problems, d.num_classes)
-    elif d.dataset_name.lower() not in BUILTIN_IMAGES:
+    elif d.image_dataset.lower() not in BUILTIN_IMAGES:
         classes = [_check_image_split(d.root_path, d.image_folder, split, problems) for split in ("train", "val")]
         if None not in classes and classes[0] != classes[1]:
             problems.messages.append(

@@ -81,6 +81,13 @@ class EvalDataConfig:
         require(self.num_classes is None or self.num_classes >= 2, "num_classes", self.num_classes, "an int >= 2")
         require(self.resolution is None or self.resolution >= 1, "resolution", self.resolution, "null or pixels >= 1")
 
+    @property
+    def image_dataset(self) -> str:
+        """``dataset_name``, which an image evaluation requires (:class:`EvalConfig` checks that it is set)."""
+        if self.dataset_name is None:
+            raise ConfigError(f"data.dataset_name is required: one of {', '.join(IMAGE_DATASET_NAMES)}")
+        return self.dataset_name
+
 
 @dataclass(kw_only=True)
 class ProbeOptimConfig:
@@ -273,7 +280,7 @@ class EvalConfig:
         if self.resolution % p.patch_size:
             raise ConfigError(f"resolution {self.resolution} is not a multiple of patch_size {p.patch_size}")
         width, heads = p.size["embed_dim"], self.classifier.num_heads or p.size["num_heads"]
-        if heads is not None and width % heads:
+        if width is not None and heads is not None and width % heads:
             which = "classifier.num_heads" if self.classifier.num_heads else "pretrain.num_heads"
             raise ConfigError(f"{which} {heads} does not divide the encoder width {width} (the probe's width)")
         if self.is_video:
@@ -324,7 +331,7 @@ class EvalConfig:
                         f"data.{key} lists video annotation CSVs, but {self.eval_name} reads an image folder "
                         "(data.root_path / data.image_folder)"
                     )
-            if d.dataset_name.lower() in BUILTIN_IMAGES:
+            if d.image_dataset.lower() in BUILTIN_IMAGES:
                 for key in ("root_path", "image_folder"):
                     if key in changed:
                         raise ConfigError(

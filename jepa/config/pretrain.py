@@ -11,12 +11,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from jepa.config.strict import (
     ConfigError,
+    D,
     apply_overrides,
     check_choice,
     check_range,
@@ -29,6 +30,9 @@ from jepa.config.strict import (
     warn_unused,
 )
 from jepa.spec import VIT_SIZES, EncoderSpec, ModelSpec, PredictorSpec
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 Pair = tuple[float, float]
 
@@ -205,7 +209,7 @@ def check_encoder_size(model_name: str | None, embed_dim: int | None, depth: int
         raise ConfigError(f"{'/'.join(missing)}: required with model_name null (or name a released size)")
     for key, value in custom.items():
         require(value is None or value >= 1, key, value, _INT_MIN)
-    if num_heads is not None and embed_dim % num_heads:
+    if num_heads is not None and embed_dim is not None and embed_dim % num_heads:
         raise ConfigError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
 
 
@@ -246,8 +250,10 @@ class ModelConfig:
 
     @property
     def size(self) -> dict[str, int]:
-        """The encoder's ``embed_dim``, ``depth`` and ``num_heads``."""
-        return encoder_size(self.model_name, self.embed_dim, self.depth, self.num_heads)
+        """The encoder's ``embed_dim``, ``depth`` and ``num_heads`` (all three set: ``__post_init__`` requires
+        them)."""
+        return {k: v for k, v in encoder_size(self.model_name, self.embed_dim, self.depth, self.num_heads).items()
+                if v is not None}  # fmt: skip
 
     @property
     def predictor_heads(self) -> int:
@@ -392,7 +398,7 @@ def model_spec_from_config_dict(config: Mapping[str, Any]) -> ModelSpec:
     ignored (a file of another version) and missing ones take their defaults.
     """
 
-    def section(cls: type, name: str, keys: tuple[str, ...] | None = None) -> Any:
+    def section(cls: type[D], name: str, keys: tuple[str, ...] | None = None) -> D:
         raw = config.get(name) or {}
         known = keys or tuple(f.name for f in dataclasses.fields(cls))
         return from_dict(cls, {k: v for k, v in raw.items() if k in known}, name)
@@ -522,9 +528,10 @@ def normalize_official(raw: dict[str, Any]) -> dict[str, Any]:
     if "app" not in raw and isinstance(mask, dict):
         raw["app"] = "ijepa"
     meta = raw.get("meta") or {}
-    model = raw.setdefault("model", {}) if any(k in meta for k in _IJEPA_META_TO_MODEL) else raw.get("model")
-    for old, new in _IJEPA_META_TO_MODEL.items():
-        if old in meta:
+    moved = {old: new for old, new in _IJEPA_META_TO_MODEL.items() if old in meta}
+    if moved:
+        model = raw.setdefault("model", {})
+        for old, new in moved.items():
             if new in model and model[new] != meta[old]:
                 raise ConfigError(f"meta.{old}={meta[old]!r} contradicts model.{new}={model[new]!r}")
             model[new] = meta.pop(old)
@@ -563,6 +570,6 @@ def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -
         raise ConfigError(f"{path}: {e}") from None
 
 
-def dump_config(cfg: Any) -> str:
+def dump_config(cfg: "DataclassInstance") -> str:
     """The resolved config as YAML (what a run writes next to its outputs)."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

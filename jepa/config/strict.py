@@ -12,31 +12,37 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
 
 import yaml
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+D = TypeVar("D", bound="DataclassInstance")
 
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names the file and the key."""
 
 
-def ignored(default: Any, reason: str) -> Any:
+def ignored(default: T, reason: str) -> T:
     """A field accepted for compatibility but not used; its presence in a file is logged with ``reason``."""
     return dataclasses.field(default=default, metadata={"ignored": reason})
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: object) -> str:
     if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")
 
 
-def _same_shape(value: Any, tp: Any) -> bool:
+def _same_shape(value: object, tp: object) -> bool:
     """Whether ``value`` is the kind of thing ``tp`` holds (a mapping for a dataclass, a list for a list)."""
     if dataclasses.is_dataclass(tp):
         return isinstance(value, Mapping)
@@ -45,7 +51,8 @@ def _same_shape(value: Any, tp: Any) -> bool:
     return False
 
 
-def _convert(value: Any, tp: Any, where: str) -> Any:
+def _convert(value: Any, tp: object, where: str) -> Any:
+    """``value`` (as YAML read it) checked against, and converted to, the annotation ``tp``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -69,7 +76,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if value in args:
             return value
         raise ConfigError(f"{where}: got {value!r}, expected one of {', '.join(repr(a) for a in args)}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: got {value!r}, expected a mapping of {tp.__name__} keys")
         return from_dict(tp, value, where)
@@ -111,7 +118,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}")
 
 
-def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+def from_dict(cls: type[D], data: Mapping[str, Any], where: str = "") -> D:
     """Build dataclass ``cls`` from ``data``, strictly. ``where`` prefixes error messages (file and key path)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -132,7 +139,7 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
         raise ConfigError(_within(where, str(e), fields)) from None
 
 
-def _within(where: str, message: str, fields: Mapping[str, Any]) -> str:
+def _within(where: str, message: str, fields: Container[str]) -> str:
     """A section's message under its path: ``data`` + ``batch_size: ...`` -> ``data.batch_size: ...``."""
     if not where:
         return message
@@ -140,7 +147,7 @@ def _within(where: str, message: str, fields: Mapping[str, Any]) -> str:
     return f"{where}.{message}" if head and head.group() in fields else f"{where}: {message}"
 
 
-def require(ok: bool, key: str, value: Any, expected: str) -> None:
+def require(ok: bool, key: str, value: object, expected: str) -> None:
     """The rule of one key: unless ``ok``, a :class:`ConfigError` naming the key, the value and what is expected."""
     if not ok:
         raise ConfigError(f"{key}: got {list(value) if isinstance(value, tuple) else value!r}, expected {expected}")
@@ -167,7 +174,7 @@ def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     raise ConfigError(f"{key}: got {value!r}, expected one of {', '.join(choices)} (any case){hint}")
 
 
-def set_fields(section: Any) -> set[str]:
+def set_fields(section: "DataclassInstance") -> set[str]:
     """The fields of a config section whose value differs from the field's default (what a file or ``--set``
     changed)."""
     out = set()
@@ -188,7 +195,7 @@ def warn_unused(key: str, reason: str) -> None:
     logger.warning("config key '%s' is set but not used: %s", key, reason)
 
 
-def to_dict(cfg: Any) -> Any:
+def to_dict(cfg: object) -> Any:
     """A dataclass tree as plain dicts/lists (tuples become lists), ready for YAML."""
     if dataclasses.is_dataclass(cfg):
         return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}

@@ -8,15 +8,17 @@ whose ``on_error`` also allows skipping it instead, for evaluation).
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
 
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from jepa.data import OnError, RobustDataset
-from jepa.digits import DigitSource, mnist5k_path  # noqa: F401  (mnist5k_path: public here too)
+from jepa.digits import DigitsName, DigitSource, DigitsSplit, mnist5k_path  # noqa: F401  (mnist5k_path: public here too)
 
-Transform = Callable[[Image.Image], Any]
+# What the caller's transform makes of a PIL image (a tensor, several views, ...): handed on, never looked into.
+Transform = Callable[[Image.Image], object]
+# The built-in digit sets by the lower-case name a config gives.
+_DIGITS_NAMES: dict[str, DigitsName] = {"digits": "digits", "mnist5k": "mnist5k"}
 
 _INSTALL_HINT = "install the data extras: pip install -e '.[data]'"
 
@@ -95,14 +97,12 @@ class ImageFolder(RobustDataset):
     def sample_path(self, index: int) -> str:
         return self.samples[index][0]
 
-    def load(self, index: int) -> tuple[Any, int]:
+    def load(self, index: int) -> tuple[object, int]:
         path, label = self.samples[index]
         with Image.open(path) as f:
             # convert() forces the decode inside the ``with``, so a truncated file fails here, not later.
             image = f.convert("RGB")
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, label
+        return (image if self.transform is None else self.transform(image)), label
 
 
 class BuiltinDigits(RobustDataset):
@@ -135,8 +135,8 @@ class BuiltinDigits(RobustDataset):
 
     def __init__(
         self,
-        name: Literal["digits", "mnist5k"],
-        split: Literal["train", "val", "all"] = "train",
+        name: DigitsName,
+        split: DigitsSplit = "train",
         transform: Transform | None = None,
         image_size: int = 32,
         val_fraction: float = 0.2,
@@ -159,11 +159,9 @@ class BuiltinDigits(RobustDataset):
     def sample_path(self, index: int) -> str:
         return f"{self.name}[{self.source_indices[index]}]"
 
-    def load(self, index: int) -> tuple[Any, int]:
+    def load(self, index: int) -> tuple[object, int]:
         image = Image.fromarray(self.source.pixels(index)).convert("RGB")  # grey digit as RGB
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.targets[index])
+        return (image if self.transform is None else self.transform(image)), int(self.targets[index])
 
 
 IMAGE_DATASETS = ("imagefolder", "imagenet", "digits", "mnist5k")
@@ -174,7 +172,7 @@ def make_image_dataset(
     *,
     root_path: str | Path | None,
     image_folder: str | Path | None,
-    split: str,
+    split: DigitsSplit,
     transform: Transform | None,
     image_size: int,
     seed: int = 0,
@@ -205,9 +203,9 @@ def make_image_dataset(
             on_error=on_error,
             seed=seed,
         )
-    if kind in ("digits", "mnist5k"):
+    if kind in _DIGITS_NAMES:
         return BuiltinDigits(
-            kind, split=split, transform=transform, image_size=image_size, seed=seed, on_error=on_error
+            _DIGITS_NAMES[kind], split=split, transform=transform, image_size=image_size, seed=seed, on_error=on_error
         )
     raise ValueError(
         f"unknown image dataset_type {dataset_type!r}; valid names (any case): {', '.join(IMAGE_DATASETS)}"

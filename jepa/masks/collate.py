@@ -108,8 +108,8 @@ class MaskCollator(ABC):
             batch: ``B`` samples, each a tuple ``(..., index)`` with ``index`` the sample's int dataset index.
 
         Returns:
-            ``(collated, masks_enc, masks_pred)``: ``default_collate(batch)`` and the masks of
-            :meth:`sample_masks`.
+            ``(collated, masks_enc, masks_pred)``: ``default_collate(batch)`` (nested like the samples, so typed
+            ``Any``) and the masks of :meth:`sample_masks`.
         """
         if len(batch) == 0:
             raise ValueError("cannot collate an empty batch")

@@ -36,13 +36,14 @@ class AttentivePooler(nn.Module):
         self.blocks_on_queries = blocks_on_queries
         self.use_activation_checkpointing = use_activation_checkpointing
         self.query_tokens = nn.Parameter(torch.zeros(1, num_queries, embed_dim))
+        self.cross_attention_block: CrossAttentionBlock | CrossAttention
         if complete_block:
             self.cross_attention_block = CrossAttentionBlock(
                 embed_dim, num_heads, mlp_ratio, qkv_bias, norm_layer=norm_layer, use_sdpa=use_sdpa
             )
         else:
             self.cross_attention_block = CrossAttention(embed_dim, num_heads, qkv_bias, use_sdpa)
-        self.blocks = None
+        self.blocks: nn.ModuleList | None = None
         if depth > 1:
             block = partial(
                 Block, embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, norm_layer=norm_layer, use_sdpa=use_sdpa
@@ -50,7 +51,7 @@ class AttentivePooler(nn.Module):
             self.blocks = build_blocks(depth - 1, 0.0, block)
         self.init_std = init_std
         nn.init.trunc_normal_(self.query_tokens, std=init_std, a=-2.0, b=2.0)
-        blocks = self.blocks or []
+        blocks: list[nn.Module] = list(self.blocks or [])
         init_trunk(self, blocks, init_std)
         if isinstance(self.cross_attention_block, CrossAttentionBlock):
             # The official probe gives the pooling block the layer id of the last self-attention block (1 if none).

@@ -108,6 +108,7 @@ class Block(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         hidden = int(dim * mlp_ratio)
+        self.mlp: SwiGLUFFN | Mlp
         if use_silu:
             self.mlp = SwiGLUFFN(dim, hidden, wide_silu=wide_silu, drop=drop)
         else:
@@ -187,6 +188,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.tubelet_size = tubelet_size
+        self.proj: nn.Conv2d | nn.Conv3d
         if tubelet_size is None:
             self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
         else:

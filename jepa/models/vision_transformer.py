@@ -178,16 +178,18 @@ class VisionTransformer(nn.Module):
         """Blocks and final norm over prepared tokens; with ``out_layers`` (negative indices count from the end)
         the normalised outputs of those blocks, in block order."""
         if self.out_layers is None:
-            return self._blocks(x, rope, None, norm=True)
+            return self._last_block(x, rope)
         depth = len(self.blocks)
-        return self._blocks(x, rope, {i % depth for i in self.out_layers} if depth else set(), norm=True)
+        return self._block_outputs(x, rope, {i % depth for i in self.out_layers} if depth else set(), norm=True)
 
-    def _blocks(self, x: Tensor, rope: Rope3D | None, keep: set[int] | None, norm: bool) -> Tensor | list[Tensor]:
-        """All blocks then the final norm (``keep`` None), or the outputs of blocks ``keep`` (normalised when
-        ``norm``), in block order; blocks after the last kept one are not run."""
+    def _last_block(self, x: Tensor, rope: Rope3D | None) -> Tensor:
+        """All blocks then the final norm."""
+        return self.norm(run_blocks(self.blocks, x, rope, self.use_activation_checkpointing))
+
+    def _block_outputs(self, x: Tensor, rope: Rope3D | None, keep: set[int], norm: bool) -> list[Tensor]:
+        """The outputs of blocks ``keep`` (normalised when ``norm``), in block order; blocks after the last kept
+        one are not run."""
         ckpt = self.use_activation_checkpointing
-        if keep is None:
-            return self.norm(run_blocks(self.blocks, x, rope, ckpt))
         return collect_block_outputs(self.blocks, x, keep, rope, ckpt, self.norm if norm else None)
 
     def forward_features(self, x: Tensor, masks: Masks | None = None) -> Tensor:
@@ -200,7 +202,7 @@ class VisionTransformer(nn.Module):
         :meth:`forward`.
         """
         x, rope = self.embed(x, masks)
-        return self._blocks(x, rope, None, norm=True)
+        return self._last_block(x, rope)
 
     def forward_intermediates(
         self, x: Tensor, indices: int | Sequence[int] = 1, norm: bool = True, masks: Masks | None = None
@@ -231,7 +233,7 @@ class VisionTransformer(nn.Module):
             if not keep:
                 raise ValueError("indices lists no blocks")
         x, rope = self.embed(x, masks)
-        return self._blocks(x, rope, keep, norm=norm)
+        return self._block_outputs(x, rope, keep, norm=norm)
 
 
 # Released sizes (the table lives in the torch-free jepa.spec). Every factory also sets patch 16, qkv bias and

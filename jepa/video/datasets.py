@@ -15,7 +15,6 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +26,8 @@ from jepa.video.decoding import Size, VideoDecoder, make_decoder
 
 logger = logging.getLogger(__name__)
 
-ClipTransform = Callable[[torch.Tensor], Any]
+# What the caller's transform makes of a uint8 clip (a tensor, several views, ...): handed on, never looked into.
+ClipTransform = Callable[[torch.Tensor], object]
 
 
 class TooShort(ValueError):
@@ -57,7 +57,7 @@ def frame_step_for(
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
         step = video_fps / fps
-    else:
+    elif duration is not None:  # always, when fps is None (exactly one is given)
         if not duration > 0:
             raise ValueError(f"duration must be positive, got {duration}")
         step = duration * video_fps / frames_per_clip
@@ -113,10 +113,12 @@ def clip_indices(
         return [np.minimum(offsets, n - 1) for _ in range(num_clips)]
     if random_clip_sampling and rng is None:
         raise ValueError("random_clip_sampling needs a random generator (rng)")
+    draw = rng if random_clip_sampling else None  # the generator of random starts; None: deterministic ones
     last_start = n - span
+    starts: np.ndarray | list[int | np.int64]
     if allow_clip_overlap:
-        if random_clip_sampling:
-            starts = np.sort(rng.integers(0, last_start + 1, size=num_clips))
+        if draw is not None:
+            starts = np.sort(draw.integers(0, last_start + 1, size=num_clips))
         elif num_clips == 1:
             starts = np.array([last_start // 2])
         else:
@@ -128,7 +130,7 @@ def clip_indices(
             # Starts whose clip lies inside the segment, or covers it when the segment is shorter than a clip.
             lo, hi = sorted((segment_start, segment_end - span))
             lo, hi = min(max(lo, 0), last_start), min(max(hi, 0), last_start)
-            starts.append(rng.integers(lo, hi + 1) if random_clip_sampling else (lo + hi) // 2)
+            starts.append(draw.integers(lo, hi + 1) if draw is not None else (lo + hi) // 2)
     return [int(start) + offsets for start in starts]
 
 
@@ -278,7 +280,7 @@ class VideoDataset(RobustDataset):
     def sample_path(self, index: int) -> str:
         return str(self.paths[index])
 
-    def load(self, index: int) -> tuple[Any, int]:
+    def load(self, index: int) -> tuple[object, int]:
         path = self.paths[index]
         num_frames = self.decoder.num_frames(path)
         step = self.frame_step
@@ -307,9 +309,8 @@ class VideoDataset(RobustDataset):
             self._note_padded(path, num_frames, needed, step)
         # One read for all clips: the decoder visits the file once, in order.
         frames = torch.from_numpy(self.decoder.read(path, np.concatenate(clips), self.resize_on_decode))
-        out = list(frames.split(self.frames_per_clip))
-        if self.transform is not None:
-            out = [self.transform(clip) for clip in out]
+        views = frames.split(self.frames_per_clip)
+        out: list[object] = list(views) if self.transform is None else [self.transform(clip) for clip in views]
         return (out[0] if self.num_clips == 1 else out), int(self.targets[index])
 
     def _note_padded(self, path: Path, num_frames: int, needed: int, step: int) -> None:

@@ -26,15 +26,26 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.frame import VideoFrame
+    from av.video.stream import VideoStream
 
 logger = logging.getLogger(__name__)
 
 DECODERS = ("auto", "decord", "pyav")
 
 Size = tuple[int, int]
+# Frame indices: ints, or an int array (what the clip samplers return).
+Indices = Sequence[int] | np.ndarray
+FileKey = tuple[str, int, int]  # path, size, mtime: see _file_key
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class VideoDecodeError(RuntimeError):
@@ -60,7 +71,7 @@ class VideoDecoder(abc.ABC):
         """Average frame rate of the first video stream of ``path``, frames per second."""
 
     @abc.abstractmethod
-    def read(self, path: str | Path, indices: Sequence[int], size: Size | None = None) -> np.ndarray:
+    def read(self, path: str | Path, indices: Indices, size: Size | None = None) -> np.ndarray:
         """Frames ``indices`` of ``path`` as uint8 RGB ``[T, H, W, 3]``, ``T = len(indices)``.
 
         Args:
@@ -104,20 +115,20 @@ def _check_file(path: str | Path) -> str:
     return path
 
 
-def _file_key(path: str) -> tuple[str, int, int]:
+def _file_key(path: str) -> FileKey:
     # A file rewritten in place (same name, new content) must not be served from a stale cache.
     stat = os.stat(path)
     return path, stat.st_size, stat.st_mtime_ns
 
 
-def _check_indices(path: str, indices: Sequence[int], length: int) -> list[int]:
-    indices = [int(i) for i in indices]
-    if not indices:
+def _check_indices(path: str, indices: Indices, length: int) -> list[int]:
+    checked = [int(i) for i in indices]
+    if not checked:
         raise ValueError(f"{path}: no frame indices to read")
-    for i in indices:
+    for i in checked:
         if not 0 <= i < length:
             raise ValueError(f"{path}: frame index {i} out of range for a video of {length} frames")
-    return indices
+    return checked
 
 
 def _check_size(size: Size | None) -> Size | None:
@@ -130,10 +141,10 @@ def _check_size(size: Size | None) -> Size | None:
 
 
 # Caches that a forked process (a DataLoader worker) inherited; see _Cache.entries.
-_INHERITED: list[collections.OrderedDict] = []
+_INHERITED: list[object] = []  # their entries: kept alive, never read
 
 
-class _Cache:
+class _Cache(Generic[K, V]):
     """The last few entries a decoder opened (readers, frame indices), most recent last.
 
     Safe across processes: pickling drops the entries (open readers cannot be pickled), and a forked process starts
@@ -143,23 +154,23 @@ class _Cache:
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._entries: collections.OrderedDict[K, V] = collections.OrderedDict()
         self._pid = os.getpid()
 
     @property
-    def entries(self) -> collections.OrderedDict:
+    def entries(self) -> collections.OrderedDict[K, V]:
         if self._pid != os.getpid():
             _INHERITED.append(self._entries)
             self._entries, self._pid = collections.OrderedDict(), os.getpid()
         return self._entries
 
-    def get(self, key: Any) -> Any:
+    def get(self, key: K) -> V | None:
         value = self.entries.get(key)
         if value is not None:
             self.entries.move_to_end(key)
         return value
 
-    def put(self, key: Any, value: Any) -> Any:
+    def put(self, key: K, value: V) -> V:
         self.entries[key] = value
         self.entries.move_to_end(key)
         while len(self.entries) > self.max_entries:
@@ -169,11 +180,13 @@ class _Cache:
     def clear(self) -> None:
         self.entries.clear()
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> dict[str, int]:
         return {"max_entries": self.max_entries}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["max_entries"])
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.max_entries = state["max_entries"]
+        self._entries = collections.OrderedDict()
+        self._pid = os.getpid()
 
 
 class DecordDecoder(VideoDecoder):
@@ -192,50 +205,52 @@ class DecordDecoder(VideoDecoder):
         self.threads = threads
         self._last_size: Size | None = None
         self._fallback: PyAVDecoder | None = None  # see read()
-        self._cache = _Cache(max_entries=1)
+        # decord's VideoReader of a file at a size (decord ships no types).
+        self._cache: _Cache[tuple[FileKey, Size | None], Any] = _Cache(max_entries=1)
 
-    def _reader(self, path: str | Path, size: Size | None, any_size: bool = False):
-        path = _check_file(path)
-        key = _file_key(path)
+    def _reader(self, path: str | Path, size: Size | None, any_size: bool = False) -> tuple[str, Any]:
+        """``(path as a string, decord VideoReader of it)``; with ``any_size`` an open reader of any size."""
+        file = _check_file(path)
+        key = _file_key(file)
         if any_size:
             for (cached_key, _), reader in self._cache.entries.items():
                 if cached_key == key:
-                    return path, reader
+                    return file, reader
             size = self._last_size
         reader = self._cache.get((key, size))
         if reader is None:
             decord, decord_error = _import_decord()
             h, w = size if size is not None else (-1, -1)
             try:
-                reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=self.threads, width=w, height=h)
+                reader = decord.VideoReader(file, ctx=decord.cpu(0), num_threads=self.threads, width=w, height=h)
             except (RuntimeError, decord_error) as e:
-                raise VideoDecodeError(f"cannot open video {path}: {_short(e)}") from None
+                raise VideoDecodeError(f"cannot open video {file}: {_short(e)}") from None
             if len(reader) == 0:
-                raise VideoDecodeError(f"video {path} has no frames")
+                raise VideoDecodeError(f"video {file} has no frames")
             self._cache.put((key, size), reader)
-        return path, reader
+        return file, reader
 
     def num_frames(self, path: str | Path) -> int:
         return len(self._reader(path, None, any_size=True)[1])
 
     def fps(self, path: str | Path) -> float:
-        path, reader = self._reader(path, None, any_size=True)
+        file, reader = self._reader(path, None, any_size=True)
         fps = float(reader.get_avg_fps())
         if not fps > 0:
-            raise VideoDecodeError(f"video {path} has no frame rate")
+            raise VideoDecodeError(f"video {file} has no frame rate")
         return fps
 
-    def read(self, path: str | Path, indices: Sequence[int], size: Size | None = None) -> np.ndarray:
+    def read(self, path: str | Path, indices: Indices, size: Size | None = None) -> np.ndarray:
         size = _check_size(size)
-        path, reader = self._reader(path, size)
+        file, reader = self._reader(path, size)
         self._last_size = size
-        indices = _check_indices(path, indices, len(reader))
+        wanted = _check_indices(file, indices, len(reader))
         try:
-            return reader.get_batch(indices).asnumpy()
+            return reader.get_batch(wanted).asnumpy()
         except (RuntimeError, _import_decord()[1]) as e:
             self._cache.clear()  # the reader may be left mid-packet; reopen next time
             if "DECORDArrayCopyFromTo" not in str(e):
-                raise VideoDecodeError(f"cannot decode frames of {path}: {_short(e)}") from None
+                raise VideoDecodeError(f"cannot decode frames of {file}: {_short(e)}") from None
         # decord 0.6 cannot copy out frames of some small widths (8, 12, 16, 24, 48 and 72 px, whether stored or
         # resized to): FFmpeg pads their rows and decord's copy insists on unpadded ones. PyAV returns the same
         # pixels (tested), so it decodes these files instead of every one of them being skipped as unreadable.
@@ -243,14 +258,14 @@ class DecordDecoder(VideoDecoder):
             logger.warning(
                 "decord cannot return frames of %s at size %s (a decord bug for some widths <= 72 px); "
                 "decoding such files with PyAV, which gives identical frames",
-                path,
+                file,
                 size,
             )
             self._fallback = PyAVDecoder(self.threads)
-        return self._fallback.read(path, indices, size)
+        return self._fallback.read(file, wanted, size)
 
 
-def _import_decord() -> tuple[Any, type[BaseException]]:
+def _import_decord() -> tuple[ModuleType, type[BaseException]]:
     try:
         import decord
         from decord._ffi.base import DECORDError
@@ -259,7 +274,7 @@ def _import_decord() -> tuple[Any, type[BaseException]]:
     return decord, DECORDError
 
 
-def _import_av() -> Any:
+def _import_av() -> ModuleType:
     try:
         import av
     except ImportError as e:
@@ -311,9 +326,9 @@ class PyAVDecoder(VideoDecoder):
         self.threads = threads
         self.last_decoded_count = 0
         self.last_seek_count = 0
-        self._cache = _Cache(max_entries=4)
+        self._cache: _Cache[FileKey, _FrameIndex] = _Cache(max_entries=4)
 
-    def _open(self, path: str) -> tuple[Any, Any]:
+    def _open(self, path: str) -> tuple["InputContainer", "VideoStream"]:
         av = _import_av()
         try:
             container = av.open(path)
@@ -325,12 +340,12 @@ class PyAVDecoder(VideoDecoder):
         return container, container.streams.video[0]
 
     def _index(self, path: str | Path) -> tuple[str, _FrameIndex]:
-        path = _check_file(path)
-        key = _file_key(path)
+        file = _check_file(path)
+        key = _file_key(file)
         index = self._cache.get(key)
         if index is not None:
-            return path, index
-        container, stream = self._open(path)
+            return file, index
+        container, stream = self._open(file)
         pts, keys = [], []
         try:
             with container:
@@ -339,22 +354,22 @@ class PyAVDecoder(VideoDecoder):
                         continue
                     ts = packet.pts if packet.pts is not None else packet.dts
                     if ts is None:
-                        raise VideoDecodeError(f"{path}: video packets without timestamps are not supported")
+                        raise VideoDecodeError(f"{file}: video packets without timestamps are not supported")
                     pts.append(ts)
                     keys.append(packet.is_keyframe)
                 expected = stream.frames  # from the container header (mp4: the sample table); 0 when unknown
                 rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         except _import_av().error.FFmpegError as e:
-            raise VideoDecodeError(f"cannot read packets of {path}: {e}") from None
+            raise VideoDecodeError(f"cannot read packets of {file}: {e}") from None
         if not pts:
-            raise VideoDecodeError(f"video {path} has no frames")
+            raise VideoDecodeError(f"video {file} has no frames")
         if expected and len(pts) < expected:
             # The header lists frames whose data is missing: the file was cut short (decord fails on these too).
-            raise EOFError(f"video {path} is truncated: its header lists {expected} frames, only {len(pts)} are there")
+            raise EOFError(f"video {file} is truncated: its header lists {expected} frames, only {len(pts)} are there")
         order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
         sorted_pts = np.asarray(pts, dtype=np.int64)[order]
         if np.any(np.diff(sorted_pts) == 0):
-            raise VideoDecodeError(f"{path}: several frames share a timestamp; cannot number frames")
+            raise VideoDecodeError(f"{file}: several frames share a timestamp; cannot number frames")
         positions = np.empty_like(order)
         positions[order] = np.arange(len(order))
         keyframes = np.unique(positions[np.asarray(keys, dtype=bool)])
@@ -362,24 +377,23 @@ class PyAVDecoder(VideoDecoder):
         keyframes = np.union1d(keyframes, [0]).astype(np.int64)
         position_of = {int(p): i for i, p in enumerate(sorted_pts)}
         index = _FrameIndex(sorted_pts, keyframes, float(rate) if rate else 0.0, position_of)
-        return path, self._cache.put(key, index)
+        return file, self._cache.put(key, index)
 
     def num_frames(self, path: str | Path) -> int:
         return len(self._index(path)[1].pts)
 
     def fps(self, path: str | Path) -> float:
-        path, index = self._index(path)
+        file, index = self._index(path)
         if not index.fps > 0:
-            raise VideoDecodeError(f"video {path} has no frame rate")
+            raise VideoDecodeError(f"video {file} has no frame rate")
         return index.fps
 
-    def read(self, path: str | Path, indices: Sequence[int], size: Size | None = None) -> np.ndarray:
+    def read(self, path: str | Path, indices: Indices, size: Size | None = None) -> np.ndarray:
         size = _check_size(size)
-        path, index = self._index(path)
-        indices = _check_indices(path, indices, len(index.pts))
-        wanted = sorted(set(indices))
-        frames = self._decode(path, index, wanted, size)
-        return np.stack([frames[i] for i in indices])
+        file, index = self._index(path)
+        order = _check_indices(file, indices, len(index.pts))
+        frames = self._decode(file, index, sorted(set(order)), size)
+        return np.stack([frames[i] for i in order])
 
     def _decode(self, path: str, index: _FrameIndex, wanted: list[int], size: Size | None) -> dict[int, np.ndarray]:
         """Frames ``wanted`` (sorted, distinct positions) as RGB arrays, decoding forward from keyframes."""
@@ -400,7 +414,7 @@ class PyAVDecoder(VideoDecoder):
                     need_seek, missed = False, False
                     for frame in container.decode(stream):
                         self.last_decoded_count += 1
-                        position = index.position_of.get(frame.pts)
+                        position = None if frame.pts is None else index.position_of.get(frame.pts)
                         if position is None:
                             raise VideoDecodeError(f"{path}: decoded a frame with unknown timestamp {frame.pts}")
                         if position < wanted[w]:
@@ -433,7 +447,7 @@ class PyAVDecoder(VideoDecoder):
             raise VideoDecodeError(f"cannot decode {path}: {e}") from None
         return frames
 
-    def _seek(self, container: Any, stream: Any, pts: int) -> None:
+    def _seek(self, container: "InputContainer", stream: "VideoStream", pts: int) -> None:
         self.last_seek_count += 1
         # backward=True lands on the last keyframe at or before ``pts``; PyAV flushes the decoder on a seek.
         container.seek(pts, stream=stream, backward=True, any_frame=False)
@@ -448,7 +462,7 @@ class _Converter:
     to 5 levels off decord after a resize.)
     """
 
-    def __init__(self, av: Any, stream: Any, size: Size | None) -> None:
+    def __init__(self, av: ModuleType, stream: "VideoStream", size: Size | None) -> None:
         graph = av.filter.Graph()
         nodes = [graph.add_buffer(template=stream)]
         if size is not None:
@@ -459,6 +473,6 @@ class _Converter:
         graph.configure()
         self.graph = graph
 
-    def __call__(self, frame: Any) -> np.ndarray:
+    def __call__(self, frame: "VideoFrame") -> np.ndarray:
         self.graph.push(frame)
         return self.graph.pull().to_ndarray()

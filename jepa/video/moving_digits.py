@@ -33,17 +33,17 @@ _SPLIT_CODE = {"train": 0, "val": 1}
 _FORMAT_VERSION = 1
 
 
-def _encoder_settings(codec: str) -> tuple[str, dict[str, str], int | None]:
+def _encoder_settings(codec: str) -> tuple[Literal["libx264", "mpeg4"], dict[str, str], int | None]:
     """``(codec, options, bit_rate)`` that PyAV can encode with: libx264 at CRF 10 (sharp digits), else mpeg4."""
     import av
 
     if codec == "libx264" and "libx264" not in av.codecs_available:
         codec = "mpeg4"
     if codec == "libx264":
-        return codec, {"crf": "10"}, None
+        return "libx264", {"crf": "10"}, None
     if codec == "mpeg4":
         # mpeg4 has no CRF; a generous bit rate keeps a 32 x 32 clip close to lossless.
-        return codec, {}, 2_000_000
+        return "mpeg4", {}, 2_000_000
     raise ValueError(f"codec must be 'libx264' or 'mpeg4', got {codec!r}")
 
 
@@ -57,7 +57,7 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int, codec: str) -> None:
         stream.width = frames.shape[2]
         stream.height = frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = options
+        stream.options = dict(options)  # PyAV types the setter dict[str, object]: a copy of that type
         if bit_rate is not None:
             stream.bit_rate = bit_rate
         for frame in frames:

@@ -9,6 +9,7 @@ comes from torch's global generator, and Python's ``random`` for timm's augmenta
 
 import math
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,10 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from jepa.transforms import IMAGENET_NORMALIZATION, Normalization, check_crop_size
+
+if TYPE_CHECKING:
+    from timm.data.auto_augment import RandAugment
+    from timm.data.random_erasing import RandomErasing
 
 # The RandAugment policy of V-JEPA's frozen video evaluation (``auto_augment: true`` in its eval configs).
 DEFAULT_RAND_AUGMENT = "rand-m7-n4-mstd0.5-inc1"
@@ -77,6 +82,9 @@ class VideoTrainTransform:
     Call with a uint8 clip ``[T, H, W, 3]``; returns a float tensor ``[3, T, crop_size, crop_size]``.
     """
 
+    rand_augment: "RandAugment | None"
+    random_erasing: "RandomErasing | None"
+
     def __init__(
         self,
         crop_size: int = 224,
@@ -131,10 +139,10 @@ class VideoTrainTransform:
         if self.horizontal_flip and float(torch.rand(())) < 0.5:
             frames = frames.flip(-1)
         if self.rand_augment is not None:
-            frames = self._rand_augment(frames)
+            frames = self._rand_augment(frames, self.rand_augment)
         x = _normalize(frames, self.normalization)
         if self.random_erasing is not None:
-            x = self._erase(x)
+            x = self._erase(x, self.random_erasing)
         return x
 
     def _crop(self, frames: Tensor) -> Tensor:
@@ -153,7 +161,7 @@ class VideoTrainTransform:
         ]
         return torch.stack(out)
 
-    def _rand_augment(self, frames: Tensor) -> Tensor:
+    def _rand_augment(self, frames: Tensor, ra: "RandAugment") -> Tensor:
         """timm's RandAugment with one op sequence for the whole clip, on uint8 ``[T, 3, s, s]``.
 
         timm's ``RandAugment.__call__`` draws its ops from numpy's global generator, which our per-sample seeding
@@ -162,7 +170,6 @@ class VideoTrainTransform:
         to the same value before every frame, so every frame gets the same ops with the same magnitudes, and
         ``random`` ends in the state one frame leaves behind.
         """
-        ra = self.rand_augment
         if ra.choice_weights is None:
             picks = torch.randint(len(ra.ops), (ra.num_layers,)).tolist()
         else:
@@ -179,7 +186,7 @@ class VideoTrainTransform:
             out.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
         return torch.stack(out)
 
-    def _erase(self, x: Tensor) -> Tensor:
+    def _erase(self, x: Tensor, random_erasing: "RandomErasing") -> Tensor:
         """timm's RandomErasing with the same box and the same noise in every frame of ``x`` ``[3, T, s, s]``.
 
         Before each frame, Python's ``random`` (box, probability) and torch's generator (noise) are set to the same
@@ -191,7 +198,7 @@ class VideoTrainTransform:
             random.setstate(py_state)
             torch.set_rng_state(torch_state)
             frame = x[:, t].clone()
-            x[:, t] = self.random_erasing(frame)
+            x[:, t] = random_erasing(frame)
         return x
 
 
@@ -243,15 +250,21 @@ class VideoEvalTransform:
         return [(centre_top, s) if along_width else (s, centre_left) for s in steps]
 
     def __call__(self, clip: Clip) -> Tensor | list[Tensor]:
+        """The view ``[3, T, crop_size, crop_size]``, or with several views the list of them (see :meth:`views`)."""
+        views = self.views(clip)
+        return views[0] if self.num_views_per_clip == 1 else views
+
+    def views(self, clip: Clip) -> list[Tensor]:
+        """Every view of ``clip`` (uint8 ``[T, H, W, 3]``), each ``[3, T, crop_size, crop_size]``, in order along the
+        long side."""
         frames = _frames_tchw(clip)
         frames = TF.resize(frames, [self.short_side], interpolation=InterpolationMode.BILINEAR, antialias=True)
         height, width = frames.shape[-2:]
         c = self.crop_size
-        views = [
+        return [
             _normalize(frames[..., top : top + c, left : left + c], self.normalization)
             for top, left in self.view_offsets(height, width)
         ]
-        return views[0] if self.num_views_per_clip == 1 else views
 
 
 def images_as_clips(x: Tensor, num_frames: int) -> Tensor:
