@@ -18,7 +18,7 @@ times, in shuffled order).
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -148,15 +148,7 @@ def make_moving_digits(
     Returns:
         The path of the digit-class CSV (``<split>_digit.csv``); the motion CSV sits beside it.
     """
-    if split not in _SPLIT_CODE:
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    if source not in _DIGIT_SIDE:
-        raise ValueError(f"source must be one of {', '.join(_DIGIT_SIDE)}, got {source!r}")
-    if num_videos < 1 or num_frames < 2 or fps < 1:
-        raise ValueError(f"need num_videos >= 1, num_frames >= 2, fps >= 1; got {num_videos}, {num_frames}, {fps}")
-    d = _DIGIT_SIDE[source]
-    if size % 2 or size < d:
-        raise ValueError(f"size must be even and >= {d} (the {source} digit side), got {size}")
+    d = _check_arguments(num_videos, num_frames, size, split, source, fps)
     used_codec = _encoder_settings(codec)[0]
 
     out = Path(out_dir).resolve()
@@ -186,31 +178,9 @@ def make_moving_digits(
 
     digits = DigitSource(source, split=split, image_size=d)
     rng = np.random.default_rng([seed, _SPLIT_CODE[split]])
-    order = rng.permutation(len(digits))
-    directions = rng.permutation(np.arange(num_videos) % len(DIRECTIONS))
-    travels = rng.uniform(*_TRAVEL, size=num_videos) * size
-    offsets = rng.integers(0, size - d + 1, size=num_videos)
-
-    videos, digit_lines, motion_lines = [], [], []
-    for k in range(num_videos):
-        index = int(order[k % len(order)])
-        digit, label = digits.pixels(index), int(digits.targets[index])
-        direction = int(directions[k])
-        frames = render_moving_digit(digit, size, num_frames, direction, float(travels[k]), int(offsets[k]))
-        path = video_dir / f"{k:06d}.mp4"
-        _write_mp4(path, frames, fps, used_codec)
-        digit_lines.append(f"{path} {label}\n")
-        motion_lines.append(f"{path} {direction}\n")
-        videos.append(
-            dict(
-                path=str(path),
-                source_index=int(digits.source_indices[index]),
-                digit=label,
-                direction=direction,
-                travel=float(travels[k]),
-                offset=int(offsets[k]),
-            )
-        )
+    videos = _write_videos(video_dir, digits, rng, num_videos, size, num_frames, fps, used_codec)
+    digit_lines = [f"{v['path']} {v['digit']}\n" for v in videos]
+    motion_lines = [f"{v['path']} {v['direction']}\n" for v in videos]
     digit_csv.write_text("".join(digit_lines))
     motion_csv.write_text("".join(motion_lines))
     manifest = dict(params=params, codec_used=used_codec, videos=videos)
@@ -218,6 +188,55 @@ def make_moving_digits(
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(manifest_path)
     return digit_csv
+
+
+def _check_arguments(num_videos: int, num_frames: int, size: int, split: str, source: str, fps: int) -> int:
+    """Raise ``ValueError`` for arguments :func:`make_moving_digits` cannot honour; returns the digit side."""
+    if split not in _SPLIT_CODE:
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if source not in _DIGIT_SIDE:
+        raise ValueError(f"source must be one of {', '.join(_DIGIT_SIDE)}, got {source!r}")
+    if num_videos < 1 or num_frames < 2 or fps < 1:
+        raise ValueError(f"need num_videos >= 1, num_frames >= 2, fps >= 1; got {num_videos}, {num_frames}, {fps}")
+    d = _DIGIT_SIDE[source]
+    if size % 2 or size < d:
+        raise ValueError(f"size must be even and >= {d} (the {source} digit side), got {size}")
+    return d
+
+
+def _write_videos(
+    video_dir: Path,
+    digits: DigitSource,
+    rng: np.random.Generator,
+    num_videos: int,
+    size: int,
+    num_frames: int,
+    fps: int,
+    codec: str,
+) -> list[dict[str, Any]]:
+    """Render and encode ``num_videos`` clips into ``video_dir`` (``<k:06d>.mp4``); returns each clip's manifest
+    entry (path, source row, digit, direction, travel, offset). The draws from ``rng`` are, in this order: the
+    digit order, the balanced directions, the travel distances and the offsets."""
+    d = digits.image_size
+    order = rng.permutation(len(digits))
+    directions = rng.permutation(np.arange(num_videos) % len(DIRECTIONS))
+    travels = rng.uniform(*_TRAVEL, size=num_videos) * size
+    offsets = rng.integers(0, size - d + 1, size=num_videos)
+    videos = []
+    for k in range(num_videos):
+        index = int(order[k % len(order)])
+        digit, label = digits.pixels(index), int(digits.targets[index])
+        direction = int(directions[k])
+        frames = render_moving_digit(digit, size, num_frames, direction, float(travels[k]), int(offsets[k]))
+        path = video_dir / f"{k:06d}.mp4"
+        _write_mp4(path, frames, fps, codec)
+        videos.append(
+            dict(
+                path=str(path), source_index=int(digits.source_indices[index]), digit=label, direction=direction,
+                travel=float(travels[k]), offset=int(offsets[k]),
+            )  # fmt: skip
+        )
+    return videos
 
 
 def _is_complete(manifest_path: Path, params: dict, csvs: tuple[Path, ...]) -> bool:
