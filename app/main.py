@@ -22,9 +22,9 @@ from typing import Any
 import torch
 
 from jepa.config import PretrainConfig, load_pretrain_config
-from jepa.distributed import launched_externally, pick_devices
-from jepa.launch import EXIT_STOPPED, StopSignals, resolve_config, run_on_devices, run_parser
-from jepa.logging_utils import setup_logging
+from jepa.runtime.distributed import launched_externally, pick_devices
+from jepa.runtime.launch import EXIT_STOPPED, StopSignals, resolve_config, run_on_devices, run_parser
+from jepa.runtime.logging_utils import setup_logging
 
 logger = logging.getLogger("app.main")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import submitit
 
 from jepa.config import dump_config, load_pretrain_config
-from jepa.launch import Prepared, launch, launcher_main, launcher_parser
+from jepa.runtime.launch import Prepared, launch, launcher_main, launcher_parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -6,11 +6,11 @@ schedules are pure functions of it, and so is the data position (pass ``step // 
 ``step % batches_per_pass`` of a permutation seeded by the pass), so resuming restores weights, optimizer,
 scaler and RNG and continues exactly where the interrupted run was.
 
-With several processes (``jepa.distributed``: ``--devices``, torchrun or Slurm), each rank computes on
+With several processes (``jepa.runtime.distributed``: ``--devices``, torchrun or Slurm), each rank computes on
 ``data.batch_size`` samples and DDP averages the gradients; the ranks share the single-process run's global batches
 of ``world_size * batch_size`` samples, with the same augmentations and masks (see
-:class:`~jepa.distributed.RankShardCollator`), so ``N`` processes train like one process with an ``N`` times larger
-batch. Only rank 0 writes checkpoints, the config and the CSV log.
+:class:`~jepa.runtime.distributed.RankShardCollator`), so ``N`` processes train like one process with an ``N``
+times larger batch. Only rank 0 writes checkpoints, the config and the CSV log.
 """
 
 import logging
@@ -29,8 +29,11 @@ from torch.utils.data import BatchSampler, DataLoader
 from jepa.checkpoint import CheckpointError, atomic_write, read_checkpoint
 from jepa.config import ConfigError, PretrainConfig, dump_config, to_dict
 from jepa.config.pretrain import model_spec_from_config_dict
+from jepa.config.spec import ARCHITECTURE_KEYS, Difference, spec_differences
 from jepa.data import read_bad_sample_log
-from jepa.distributed import (
+from jepa.data.sampling import EpochSampler, MapDataset, SeededDataset, WeightedEpochSampler, mix_seed
+from jepa.masks.collate import MaskCollator
+from jepa.runtime.distributed import (
     RankShardCollator,
     RankShardDataset,
     all_gather_cat,
@@ -41,16 +44,13 @@ from jepa.distributed import (
     get_world_size,
     main_process_first,
 )
-from jepa.logging_utils import CSVLogger
-from jepa.losses import collapse_stats
-from jepa.masks.collate import MaskCollator
-from jepa.meta_arch import JEPA, JEPAOutput, MaskSet
-from jepa.optim import clip_per_module, make_adamw, set_hyperparams_at
-from jepa.sampling import EpochSampler, MapDataset, SeededDataset, WeightedEpochSampler, mix_seed
-from jepa.spec import ARCHITECTURE_KEYS, Difference, spec_differences
+from jepa.runtime.logging_utils import CSVLogger
 from jepa.training import builders
 from jepa.training.builders import build_models, loss_type_for, mask_sets, pretrain_schedules
 from jepa.training.ddp import wrap_ddp
+from jepa.training.losses import collapse_stats
+from jepa.training.meta_arch import JEPA, JEPAOutput, MaskSet
+from jepa.training.optim import clip_per_module, make_adamw, set_hyperparams_at
 from jepa.training.rng import restore_rng, rng_state, seed_all
 from jepa.training.run import RunFolder, load_modules
 
@@ -109,7 +109,7 @@ def _config_key(d: Difference) -> str:
 
 def _check_same_architecture(stored: dict[str, Any], cfg: PretrainConfig, path: str | Path) -> None:
     """Raise :class:`CheckpointError` when the config stored in checkpoint ``path`` describes another model (the
-    model specs compared by :func:`jepa.spec.spec_differences`)."""
+    model specs compared by :func:`jepa.config.spec.spec_differences`)."""
     try:
         theirs = model_spec_from_config_dict(stored)
     except (ConfigError, ValueError) as e:
@@ -164,7 +164,8 @@ def _memory_mb(device: torch.device) -> float:
 class Pretrainer:
     """Owns one run: model, optimizer, data, schedules, logging and checkpoints in ``cfg.logging.folder``.
 
-    Runs on this process's rank of the initialised process group, if any (``jepa.distributed.init_distributed``).
+    Runs on this process's rank of the initialised process group, if any
+    (``jepa.runtime.distributed.init_distributed``).
     """
 
     def __init__(self, cfg: PretrainConfig, device: torch.device | str = "cpu") -> None:

@@ -29,7 +29,7 @@ from jepa.checkpoint import load_strict, read_checkpoint, strip_prefixes  # noqa
 from jepa.config import load_pretrain_config  # noqa: E402
 from jepa.image.datasets import make_image_dataset  # noqa: E402
 from jepa.image.transforms import make_eval_transforms  # noqa: E402
-from jepa.logging_utils import setup_logging  # noqa: E402
+from jepa.runtime.logging_utils import setup_logging  # noqa: E402
 from jepa.training.builders import build_models  # noqa: E402
 
 logger = logging.getLogger("learning_check")

@@ -24,7 +24,7 @@ from app.pretrain import Pretrainer  # noqa: E402
 from benchmarks.probing import attentive_probe, extract, logistic_probe  # noqa: E402
 from jepa.checkpoint import load_strict, read_checkpoint, strip_prefixes  # noqa: E402
 from jepa.config import load_pretrain_config  # noqa: E402
-from jepa.logging_utils import setup_logging  # noqa: E402
+from jepa.runtime.logging_utils import setup_logging  # noqa: E402
 from jepa.training.builders import build_models, video_annotation_files  # noqa: E402
 from jepa.video.datasets import VideoDataset  # noqa: E402
 from jepa.video.transforms import VideoEvalTransform  # noqa: E402

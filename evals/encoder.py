@@ -20,9 +20,9 @@ from jepa.checkpoint import CheckpointError, load_encoder, read_checkpoint
 from jepa.config import ConfigError
 from jepa.config.evals import EvalConfig, checkpoint_disagreements
 from jepa.config.pretrain import model_spec_from_config_dict
+from jepa.config.spec import EncoderSpec, with_architecture_of
 from jepa.models import VisionTransformer
 from jepa.models.builder import build_encoder_from_spec
-from jepa.spec import EncoderSpec, with_architecture_of
 from jepa.video.transforms import images_as_clips
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from jepa.data import DropSkipped
-from jepa.sampling import EpochSampler, MapDataset, SeededDataset
+from jepa.data.sampling import EpochSampler, MapDataset, SeededDataset
 
 
 def train_loader(

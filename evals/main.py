@@ -21,8 +21,8 @@ import torch
 
 from evals.probing import describe_val_samples
 from jepa.config.evals import EvalConfig, load_eval_config
-from jepa.launch import resolve_config, run_on_devices, run_parser
-from jepa.logging_utils import setup_logging
+from jepa.runtime.launch import resolve_config, run_on_devices, run_parser
+from jepa.runtime.logging_utils import setup_logging
 
 logger = logging.getLogger("evals.main")
 

@@ -4,7 +4,7 @@ r"""Frozen evaluation on a Slurm cluster, through submitit.
         --partition P --time 1000 [--account A] [--qos Q] [--exclude NODES] [--nodes N --tasks-per-node G] \
         [--cpus-per-task C] [--mem-per-gpu 55G] [--set KEY=VALUE ...] [--batch-launch]
 
-The same launcher as ``app.main_distributed`` (see :mod:`jepa.launch`): one task per GPU, the YAML's ``nodes`` /
+The same launcher as ``app.main_distributed`` (see :mod:`jepa.runtime.launch`): one task per GPU, the YAML's ``nodes`` /
 ``tasks_per_node`` unless given, the resolved config snapshotted under ``--folder/configs``, each task running
 ``evals.main``'s command line (``--fname <snapshot>``) on its rank of the job's process group.
 On preemption or at the time limit submitit requeues the job at once
@@ -20,7 +20,7 @@ import submitit
 
 from jepa.config import dump_config
 from jepa.config.evals import load_eval_config
-from jepa.launch import Prepared, launch, launcher_main, launcher_parser
+from jepa.runtime.launch import Prepared, launch, launcher_main, launcher_parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

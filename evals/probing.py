@@ -33,12 +33,12 @@ from jepa.checkpoint import CheckpointError, atomic_write, read_checkpoint, stri
 from jepa.config.evals import EvalConfig, ProbeOptimConfig
 from jepa.config.strict import ConfigError, to_dict
 from jepa.data import SampleLoadError, split_skipped
-from jepa.distributed import all_gather_objects, all_reduce_sum
 from jepa.models import AttentiveClassifier
-from jepa.optim import clip_per_module, decays, make_adamw, set_hyperparams_at
-from jepa.schedules import Schedules
+from jepa.runtime.distributed import all_gather_objects, all_reduce_sum
 from jepa.training.ddp import wrap_ddp
+from jepa.training.optim import clip_per_module, decays, make_adamw, set_hyperparams_at
 from jepa.training.run import RunFolder, load_modules
+from jepa.training.schedules import Schedules
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _grouped_names(named: Iterable[tuple[str, torch.Size | tuple[int, ...]]]) ->
 def make_probe_optimizer(probe: nn.Module, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
     """AdamW with the official two groups: decayed weights, then biases and 1-D parameters (never decayed); the
     decayed group carries no ``WD_exclude`` key, as in the official probe optimizer (see
-    :func:`jepa.optim.param_groups`)."""
+    :func:`jepa.training.optim.param_groups`)."""
     return make_adamw([probe], betas, mark_decayed=False)
 
 

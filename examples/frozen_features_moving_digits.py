@@ -29,9 +29,9 @@ from torch import nn
 
 import jepa
 from jepa.extract import VideoClipDataset, extract_features
-from jepa.logging_utils import setup_logging
 from jepa.models import build_encoder
 from jepa.preprocess import Preprocess
+from jepa.runtime.logging_utils import setup_logging
 from jepa.video.datasets import read_annotation_csv
 from jepa.video.moving_digits import make_moving_digits
 

@@ -1,7 +1,7 @@
 """JEPA toolkit: I-JEPA and V-JEPA pretraining, frozen evaluation and encoder reuse in one library.
 
 Importing the package has no side effects (no logging set-up, no seeds, no environment changes), and imports
-nothing heavy: the names below are loaded on first use (PEP 562), so that ``import jepa.config`` or ``jepa.spec``
+nothing heavy: the names below are loaded on first use (PEP 562), so that ``import jepa.config`` or ``jepa.config.spec``
 does not import torch.
 """
 
@@ -17,9 +17,9 @@ _EXPORTS = {
     "load_predictor": "jepa.checkpoint",
     "read_checkpoint": "jepa.checkpoint",
     "save_checkpoint": "jepa.checkpoint",
-    "EncoderSpec": "jepa.spec",
-    "ModelSpec": "jepa.spec",
-    "PredictorSpec": "jepa.spec",
+    "EncoderSpec": "jepa.config.spec",
+    "ModelSpec": "jepa.config.spec",
+    "PredictorSpec": "jepa.config.spec",
     "build_encoder_from_spec": "jepa.models.builder",
     "build_predictor_from_spec": "jepa.models.builder",
 }
@@ -41,8 +41,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from jepa.checkpoint import load_classifier, load_encoder, load_predictor, read_checkpoint, save_checkpoint
+    from jepa.config.spec import EncoderSpec, ModelSpec, PredictorSpec
     from jepa.models.builder import build_encoder_from_spec, build_predictor_from_spec
-    from jepa.spec import EncoderSpec, ModelSpec, PredictorSpec
 
 
 def __getattr__(name: str) -> Any:

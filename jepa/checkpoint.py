@@ -50,12 +50,12 @@ import safetensors.torch
 import torch
 from torch import Tensor, nn
 
+from jepa.config.spec import EncoderSpec, ModelSpec
 from jepa.models.attentive_pooler import AttentiveClassifier
 from jepa.models.builder import build_encoder_from_spec, build_predictor_from_spec
 from jepa.models.pos_embed import Grid, interpolate_pos_embed
 from jepa.models.predictor import VisionTransformerPredictor, vit_predictor
 from jepa.models.vision_transformer import VIT_SIZES, VisionTransformer, to_hw
-from jepa.spec import EncoderSpec, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -526,8 +526,8 @@ def load_encoder(
         model_name: a released size (``"vit_large"``, ...). When omitted, the width and depth read from the weights
             pick a released size if one matches, otherwise :class:`VisionTransformer` is built from the weights'
             shapes and ``model_kwargs`` (which must then give ``num_heads``).
-        spec: the architecture as a :mod:`jepa.spec` model spec (from a config, a release or a checkpoint's stored
-            config), built as it is by :mod:`jepa.models.builder`; nothing is read from the weights then, and
+        spec: the architecture as a :mod:`jepa.config.spec` model spec (from a config, a release or a checkpoint's
+            stored config), built as it is by :mod:`jepa.models.builder`; nothing is read from the weights then, and
             ``model_name`` / ``model_kwargs`` are left out.
         **model_kwargs: any :class:`VisionTransformer` keyword (``img_size``, ``num_frames``, ``use_sdpa``, ...);
             they override what is read from the weights. A position table of another resolution is resampled.
@@ -593,7 +593,7 @@ def load_predictor(
 ) -> VisionTransformerPredictor:
     """A frozen predictor (eval mode) from a training checkpoint's ``predictor`` or a plain state dict.
 
-    With ``spec`` (a :class:`jepa.spec.ModelSpec` with a predictor) the predictor is built from it as it is, and
+    With ``spec`` (a :class:`jepa.config.spec.ModelSpec` with a predictor) the predictor is built from it as it is, and
     ``predictor_kwargs`` are left out. Otherwise:
 
     Widths, depth, the number of mask tokens and RoPE are read from the weights; ``num_heads`` must be given (the

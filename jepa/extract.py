@@ -43,12 +43,12 @@ from torch import Tensor
 
 from jepa.checkpoint import CheckpointError, atomic_write, load_encoder, read_checkpoint, save_checkpoint
 from jepa.config.pretrain import model_spec_from_config_dict
+from jepa.config.spec import ARCHITECTURE_KEYS, VIT_SIZES, EncoderSpec, spec_differences, with_architecture_of
 from jepa.data import READ_ERRORS, SkipCounter
 from jepa.features import POOLINGS, pool
 from jepa.image.datasets import ImageFolder
 from jepa.models.vision_transformer import VisionTransformer
 from jepa.preprocess import Preprocess
-from jepa.spec import ARCHITECTURE_KEYS, VIT_SIZES, EncoderSpec, spec_differences, with_architecture_of
 from jepa.video.datasets import VideoDataset, clip_indices, sliding_clip_indices
 from jepa.video.decoding import VideoDecoder
 
@@ -514,7 +514,7 @@ def build_from_args(args: argparse.Namespace) -> VisionTransformer:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (see the module documentation)."""
-    from jepa.logging_utils import setup_logging
+    from jepa.runtime.logging_utils import setup_logging
 
     args = _parse_args(argv)
     setup_logging(stream=sys.stderr)

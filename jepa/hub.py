@@ -31,10 +31,10 @@ from jepa.checkpoint import (
     load_predictor,
     read_checkpoint,
 )
+from jepa.config.spec import EncoderSpec, ModelSpec, PredictorSpec
 from jepa.models.builder import build_encoder_from_spec, build_predictor_from_spec
 from jepa.models.predictor import VisionTransformerPredictor
 from jepa.models.vision_transformer import VisionTransformer
-from jepa.spec import EncoderSpec, ModelSpec, PredictorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class Release:
         img_size, patch_size, num_frames, tubelet_size, uniform_power, use_rope: the encoder's keywords
             (``num_frames == 1`` for the image models).
         predictor: the predictor's ``predictor_embed_dim``, ``depth``, ``num_heads`` and ``num_mask_tokens``
-            (:class:`jepa.spec.PredictorSpec` fields).
-        encoder_extra: further :class:`VisionTransformer` keywords (:class:`jepa.spec.EncoderSpec` fields).
+            (:class:`jepa.config.spec.PredictorSpec` fields).
+        encoder_extra: further :class:`VisionTransformer` keywords (:class:`jepa.config.spec.EncoderSpec` fields).
     """
 
     name: str
@@ -77,7 +77,7 @@ class Release:
     encoder_extra: Mapping[str, Any] = field(default_factory=dict)
 
     def spec(self, **overrides: Any) -> ModelSpec:
-        """The release's encoder and predictor as a :class:`jepa.spec.ModelSpec`.
+        """The release's encoder and predictor as a :class:`jepa.config.spec.ModelSpec`.
 
         ``overrides`` are encoder fields (the :class:`VisionTransformer` keywords: ``num_frames``, ``img_size``,
         ``use_sdpa``, ...; a misspelt one is a :class:`TypeError`); the grid and the shared switches reach the

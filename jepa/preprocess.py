@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from jepa.data.transforms import IMAGENET_NORMALIZATION, Normalization
 from jepa.image.transforms import make_eval_transforms
-from jepa.transforms import IMAGENET_NORMALIZATION, Normalization
 from jepa.video.transforms import VideoEvalTransform
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from jepa.data import (
     SkippedSample,
     read_bad_sample_log,
 )
-from jepa.sampling import EpochSampler, SeededDataset
+from jepa.data.sampling import EpochSampler, SeededDataset
 from jepa.video.datasets import VideoDataset
 from jepa.video.moving_digits import make_moving_digits
 from tests.test_evals import TokenBatches, probe_config, video_eval_config, write_yaml

@@ -19,7 +19,7 @@ from jepa.config import ConfigError, apply_overrides, load_pretrain_config, to_d
 from jepa.config.checks import check_paths
 from jepa.config.evals import load_eval_config
 from jepa.config.pretrain import ImageMaskConfig, VideoMaskConfig
-from jepa.logging_utils import CSVLogger
+from jepa.runtime.logging_utils import CSVLogger
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "official_configs"
 ABSENT_ROOT = "/jepa-no-such-top-level-folder"  # an absolute path of "another machine"

@@ -1,4 +1,4 @@
-"""Several processes: the helpers of jepa.distributed, the local spawner, and distributed pretraining (two gloo
+"""Several processes: the helpers of jepa.runtime.distributed, the local spawner, and distributed pretraining (two gloo
 processes on the CPU train exactly like one process on their combined batch)."""
 
 import csv
@@ -16,10 +16,10 @@ import yaml
 from test_engine import assert_same, tiny_config, tiny_video_config, use_small_data, write_tiny_config
 
 import app.pretrain
-import jepa.distributed as jd
+import jepa.runtime.distributed as jd
 from app.pretrain import Pretrainer, build_dataset_and_collator
+from jepa.data.sampling import EpochSampler, SeededDataset
 from jepa.image.masks import MultiblockMaskCollator2D
-from jepa.sampling import EpochSampler, SeededDataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

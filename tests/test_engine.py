@@ -21,11 +21,11 @@ import app.pretrain
 from app.pretrain import Pretrainer
 from jepa.checkpoint import CheckpointError
 from jepa.config import PretrainConfig, load_pretrain_config
-from jepa.losses import collapse_stats, prediction_loss, spread_regulariser
-from jepa.meta_arch import JEPA
-from jepa.optim import make_adamw, param_groups, set_hyperparams
-from jepa.sampling import EpochSampler, SeededDataset, mix_seed
-from jepa.schedules import Schedules, cosine, linear, warmup_cosine
+from jepa.data.sampling import EpochSampler, SeededDataset, mix_seed
+from jepa.training.losses import collapse_stats, prediction_loss, spread_regulariser
+from jepa.training.meta_arch import JEPA
+from jepa.training.optim import make_adamw, param_groups, set_hyperparams
+from jepa.training.schedules import Schedules, cosine, linear, warmup_cosine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,7 +1,7 @@
-"""Slurm launches through submitit (jepa.launch, app.main_distributed): the executor parameters a real cluster gets,
-config snapshots and job arrays, and preemption: the run saves at the step it was signalled and the requeued job
-resumes from there. No cluster is reachable here: sbatch files are rendered, not submitted, and jobs run in this
-process or through submitit's local executor."""
+"""Slurm launches through submitit (jepa.runtime.launch, app.main_distributed): the executor parameters a real
+cluster gets, config snapshots and job arrays, and preemption: the run saves at the step it was signalled and the
+requeued job resumes from there. No cluster is reachable here: sbatch files are rendered, not submitted, and jobs run
+in this process or through submitit's local executor."""
 
 import contextlib
 import os
@@ -18,7 +18,7 @@ from test_engine import assert_same, read_csv, tiny_config, write_tiny_config
 
 import app.main_distributed
 from app.pretrain import Pretrainer
-from jepa.launch import EXIT_STOPPED, Job, LaunchError, executor_parameters, make_executor, read_config_list
+from jepa.runtime.launch import EXIT_STOPPED, Job, LaunchError, executor_parameters, make_executor, read_config_list
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,7 +132,7 @@ def recorded(monkeypatch):
         executors[nodes, tasks_per_node] = RecordingExecutor((nodes, tasks_per_node))
         return executors[nodes, tasks_per_node]
 
-    monkeypatch.setattr("jepa.launch.make_executor", make)
+    monkeypatch.setattr("jepa.runtime.launch.make_executor", make)
     return executors
 
 
@@ -316,7 +316,7 @@ def test_local_executor_runs_two_tasks_and_requeues_a_preempted_job(tmp_path, mo
     fname = write_tiny_config(tmp_path / "run")
     args = launch_args(fname, tmp_path / "jobs", "--partition", "p", "--time", "10", "--cluster", "local",
                        "--tasks-per-node", "2", "--gpus-per-node", "0", "--set", "data.batch_size=8")  # fmt: skip
-    from jepa.launch import launch
+    from jepa.runtime.launch import launch
 
     [job] = launch(args, entry="preempted_entry:main", prepare=app.main_distributed.prepare, stop_aware=True)
     assert job.results() == [0, 0], job.stderr()

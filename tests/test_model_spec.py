@@ -1,4 +1,4 @@
-"""One model spec (jepa.spec), many producers, one builder (jepa.models.builder).
+"""One model spec (jepa.config.spec), many producers, one builder (jepa.models.builder).
 
 Each producer (pretraining config, eval config, a checkpoint's stored config, the hub release table, the extraction
 command line) gives the expected spec; the builder gives the same modules, to the bit, as the code it replaced; an
@@ -24,10 +24,8 @@ from jepa.checkpoint import CheckpointError, load_encoder, save_checkpoint
 from jepa.config import ConfigError, from_dict, to_dict
 from jepa.config.evals import EvalConfig
 from jepa.config.pretrain import PretrainConfig, model_spec_from_config_dict
-from jepa.models import VIT_SIZES, VisionTransformer, VisionTransformerPredictor, build_encoder, vit_predictor
-from jepa.models.builder import build_encoder_from_spec, build_models_from_spec, build_predictor_from_spec
-from jepa.spec import VIT_SIZES as SPEC_SIZES
-from jepa.spec import (
+from jepa.config.spec import VIT_SIZES as SPEC_SIZES
+from jepa.config.spec import (
     Difference,
     EncoderSpec,
     ModelSpec,
@@ -35,6 +33,8 @@ from jepa.spec import (
     spec_differences,
     with_architecture_of,
 )
+from jepa.models import VIT_SIZES, VisionTransformer, VisionTransformerPredictor, build_encoder, vit_predictor
+from jepa.models.builder import build_encoder_from_spec, build_models_from_spec, build_predictor_from_spec
 
 REPO = Path(__file__).resolve().parents[1]
 LN6 = partial(nn.LayerNorm, eps=1e-6)
@@ -90,7 +90,7 @@ def seeded(build, seed: int = 0):
 
 # -- the spec itself ---------------------------------------------------------------------------------------------
 def test_size_table_is_the_models_table():
-    # jepa.spec holds the table without torch; the models' factories must build exactly these sizes.
+    # jepa.config.spec holds the table without torch; the models' factories must build exactly these sizes.
     assert SPEC_SIZES == VIT_SIZES
 
 
@@ -368,7 +368,7 @@ def test_extraction_takes_the_architecture_from_the_stored_config(trained_run):
 
 
 # -- the config layer sits below torch ---------------------------------------------------------------------------
-@pytest.mark.parametrize("module", ["jepa.config", "jepa.config.evals", "jepa.config.checks", "jepa.spec"])
+@pytest.mark.parametrize("module", ["jepa.config", "jepa.config.evals", "jepa.config.checks", "jepa.config.spec"])
 def test_config_modules_import_no_torch(module):
     code = (
         f"import sys, {module}\n"

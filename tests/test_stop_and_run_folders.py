@@ -16,7 +16,7 @@ import torch
 from test_engine import assert_same, read_csv, tiny_config, use_small_data, write_tiny_config
 
 import app.main
-import jepa.distributed as jd
+import jepa.runtime.distributed as jd
 from app.pretrain import Pretrainer, RunFolderError
 from jepa.checkpoint import CheckpointError
 
@@ -106,7 +106,7 @@ def test_sigterm_then_resume_equals_the_uninterrupted_run(tmp_path):
 
 SECOND_SIGNAL = """
 import os, signal, sys, time
-from jepa.launch import StopSignals
+from jepa.runtime.launch import StopSignals
 
 with StopSignals() as flag:
     os.kill(os.getpid(), signal.SIGTERM)
@@ -129,7 +129,7 @@ def test_a_second_signal_exits_at_once():
 
 
 def test_stop_signals_restore_the_previous_handlers():
-    from jepa.launch import StopSignals
+    from jepa.runtime.launch import StopSignals
 
     before = signal.getsignal(signal.SIGUSR1)
     with StopSignals() as flag:

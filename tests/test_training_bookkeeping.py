@@ -1,6 +1,6 @@
-"""The bookkeeping both trainers share (``jepa.training``, ``jepa.optim``): run folder, atomic saves, strict loads,
-which checkpoint a run resumes from, the CSV log a resumed run continues, RNG states, DDP wrapping, parameter groups
-and per-step hyper-parameters; ``ProbeTrainer.train_step``; the builders ``app.pretrain`` takes from ``jepa``."""
+"""The bookkeeping both trainers share (``jepa.training``, ``jepa.training.optim``): run folder, atomic saves, strict
+loads, which checkpoint a run resumes from, the CSV log a resumed run continues, RNG states, DDP wrapping, parameter
+groups and per-step hyper-parameters; ``ProbeTrainer.train_step``; the builders ``app.pretrain`` takes from ``jepa``."""
 
 import ast
 import logging
@@ -20,12 +20,12 @@ from app.pretrain import Pretrainer
 from evals.probing import make_probe_optimizer
 from jepa.checkpoint import CheckpointError, read_checkpoint
 from jepa.models import AttentiveClassifier
-from jepa.optim import clip_per_module, decays, make_adamw, param_groups, set_hyperparams_at
-from jepa.schedules import Schedules
 from jepa.training import builders
 from jepa.training.ddp import wrap_ddp
+from jepa.training.optim import clip_per_module, decays, make_adamw, param_groups, set_hyperparams_at
 from jepa.training.rng import restore_rng, rng_state, seed_all, set_rng_state
 from jepa.training.run import RunFolder, load_modules
+from jepa.training.schedules import Schedules
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from jepa.data import READ_ERRORS, SampleLoadError
-from jepa.sampling import SeededDataset, WeightedEpochSampler
+from jepa.data.sampling import SeededDataset, WeightedEpochSampler
 from jepa.video.datasets import (
     TooShort,
     VideoDataset,

@@ -14,9 +14,9 @@ from timm.data import create_transform
 from evals.loaders import make_loaders
 from evals.probing import run_eval
 from jepa.config.evals import EvalConfig
+from jepa.data.transforms import IMAGENET_NORMALIZATION
 from jepa.image.datasets import make_image_dataset
 from jepa.image.transforms import make_eval_transforms
-from jepa.transforms import IMAGENET_NORMALIZATION
 
 
 def make_train_transform(cfg: EvalConfig):

@@ -2,7 +2,7 @@
 
 The schema rules live with their keys (:mod:`jepa.config.pretrain`, :mod:`jepa.config.evals`) and need nothing but
 the config; these need the file system, so they are a separate step, which ``app.main`` and ``evals.main`` run
-(through :func:`jepa.launch.resolve_config`) for ``--validate`` and before a run builds anything. A problem is a
+(through :func:`jepa.runtime.launch.resolve_config`) for ``--validate`` and before a run builds anything. A problem is a
 :class:`~jepa.config.ConfigError` naming the key, the path and what is wrong; all problems are reported at once.
 
 ``--validate`` may check a config written for another machine (a cluster's file under ``/datasets01`` or a

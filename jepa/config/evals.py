@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jepa.config.pretrain import check_betas, check_encoder_size, encoder_size
+from jepa.config.spec import ARCHITECTURE_KEYS, EncoderSpec, ModelSpec, spec_differences
 from jepa.config.strict import (
     ConfigError,
     apply_overrides,
@@ -35,7 +36,6 @@ from jepa.config.strict import (
     set_fields,
     warn_unused,
 )
-from jepa.spec import ARCHITECTURE_KEYS, EncoderSpec, ModelSpec, spec_differences
 
 EVAL_NAMES = ("video_classification_frozen", "image_classification_frozen")
 VIDEO_DATASET_TYPES = ("VideoDataset", "moving_digits")

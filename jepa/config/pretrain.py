@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from jepa.config.spec import VIT_SIZES, EncoderSpec, ModelSpec, PredictorSpec
 from jepa.config.strict import (
     ConfigError,
     D,
@@ -29,7 +30,6 @@ from jepa.config.strict import (
     to_dict,
     warn_unused,
 )
-from jepa.spec import VIT_SIZES, EncoderSpec, ModelSpec, PredictorSpec
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

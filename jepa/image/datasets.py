@@ -13,7 +13,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from jepa.data import OnError, RobustDataset
-from jepa.digits import DigitsName, DigitSource, DigitsSplit, mnist5k_path  # noqa: F401  (mnist5k_path: public here too)
+from jepa.data.digits import DigitsName, DigitSource, DigitsSplit, mnist5k_path  # noqa: F401  (mnist5k_path: public here too)
 
 # What the caller's transform makes of a PIL image (a tensor, several views, ...): handed on, never looked into.
 Transform = Callable[[Image.Image], object]

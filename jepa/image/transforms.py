@@ -8,7 +8,7 @@ per-worker seeds the DataLoader sets) makes them reproducible.
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
-from jepa.transforms import IMAGENET_NORMALIZATION, Normalization, check_crop_size
+from jepa.data.transforms import IMAGENET_NORMALIZATION, Normalization, check_crop_size
 
 
 def make_pretrain_transforms(

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from jepa.sampling import mix_seed
+from jepa.data.sampling import mix_seed
 
 
 def batch_seed(base_seed: int, indices: Sequence[int]) -> int:

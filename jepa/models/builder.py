@@ -1,4 +1,4 @@
-"""The one builder: a :mod:`jepa.spec` model spec -> the encoder and predictor modules.
+"""The one builder: a :mod:`jepa.config.spec` model spec -> the encoder and predictor modules.
 
 This is the only place that maps a spec (and so any config, release or stored config) to constructor keywords;
 :func:`encoder_kwargs` and :func:`predictor_kwargs` are that mapping, the ``build_*`` functions call the constructors.
@@ -10,10 +10,10 @@ from typing import Any
 
 from torch import nn
 
+from jepa.config.spec import EncoderSpec, ModelSpec
 from jepa.models.layers import NormLayer
 from jepa.models.predictor import VisionTransformerPredictor, vit_predictor
 from jepa.models.vision_transformer import VisionTransformer
-from jepa.spec import EncoderSpec, ModelSpec
 
 __all__ = [
     "build_encoder_from_spec",

@@ -6,13 +6,13 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from jepa.config.spec import VIT_SIZES
 from jepa.masks import apply_masks
 from jepa.masks.blocks import as_pair
 from jepa.models.layers import Block, NormLayer, PatchEmbed
 from jepa.models.pos_embed import Grid, interpolate_pos_embed, sincos_table
 from jepa.models.rope import Rope3D
 from jepa.models.trunk import build_blocks, collect_block_outputs, init_trunk, run_blocks
-from jepa.spec import VIT_SIZES
 
 Masks = Tensor | Sequence[Tensor]
 
@@ -236,7 +236,7 @@ class VisionTransformer(nn.Module):
         return self._block_outputs(x, rope, keep, norm=norm)
 
 
-# Released sizes (the table lives in the torch-free jepa.spec). Every factory also sets patch 16, qkv bias and
+# Released sizes (the table lives in the torch-free jepa.config.spec). Every factory also sets patch 16, qkv bias and
 # LayerNorm eps 1e-6, as the official ones do.
 VIT_EMBED_DIMS = {name: cfg["embed_dim"] for name, cfg in VIT_SIZES.items()}
 FACTORY_DEFAULTS = dict(patch_size=16, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))

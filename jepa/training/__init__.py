@@ -6,6 +6,8 @@
 - :mod:`jepa.training.ddp`: the DDP wrapping both trainers use.
 - :mod:`jepa.training.builders`: a pretraining config's models, data set and mask collator, loss and schedules.
 
-Parameter groups and per-step hyper-parameters are in :mod:`jepa.optim`, the schedules in :mod:`jepa.schedules`.
+Parameter groups and per-step hyper-parameters are in :mod:`jepa.training.optim`, the schedules in
+:mod:`jepa.training.schedules`; the JEPA module and its losses in :mod:`jepa.training.meta_arch` and
+:mod:`jepa.training.losses`.
 Nothing is imported here, so that ``import jepa.training.rng`` stays light.
 """

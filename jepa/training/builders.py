@@ -9,12 +9,12 @@ from torch import Tensor
 
 from jepa.config import PretrainConfig
 from jepa.config.pretrain import ImageMaskConfig, OptimizationConfig
+from jepa.data.sampling import MapDataset
 from jepa.masks.collate import MaskCollator
-from jepa.meta_arch import MaskSet
 from jepa.models import VisionTransformer, VisionTransformerPredictor
 from jepa.models.builder import build_models_from_spec
-from jepa.sampling import MapDataset
-from jepa.schedules import Schedules
+from jepa.training.meta_arch import MaskSet
+from jepa.training.schedules import Schedules
 
 MOVING_DIGITS_VIDEOS = 2000  # clips generated for `dataset_type: moving_digits` (about 20 s, once)
 

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from jepa.checkpoint import CheckpointError, load_strict, remove_stale_tmp, save_checkpoint, strip_prefixes
-from jepa.logging_utils import CSVLogger
+from jepa.runtime.logging_utils import CSVLogger
 
 logger = logging.getLogger(__name__)
 

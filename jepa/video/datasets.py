@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from jepa.data import OnError, RobustDataset
-from jepa.sampling import mix_seed
+from jepa.data.sampling import mix_seed
 from jepa.video.annotations import annotation_lines
 from jepa.video.decoding import Size, VideoDecoder, make_decoder
 
@@ -195,7 +195,7 @@ class VideoDataset(RobustDataset):
     clip is a uint8 tensor ``[T, H, W, 3]`` (``T = frames_per_clip``); ``transform`` receives that tensor.
 
     Random clip positions come from a numpy generator seeded from ``seed`` and one draw of torch's global
-    generator, so :class:`jepa.sampling.SeededDataset` makes them a function of the sample's seed.
+    generator, so :class:`jepa.data.sampling.SeededDataset` makes them a function of the sample's seed.
 
     Args:
         data_paths: annotation CSVs (see :func:`read_annotation_csv`).
@@ -218,7 +218,8 @@ class VideoDataset(RobustDataset):
         targets: int64 ``[len]``, label per index.
         dataset_ids: int64 ``[len]``, which CSV of ``data_paths`` each index comes from.
         sample_weights: float64 ``[len]``, summing to 1; the videos of CSV ``d`` share its normalised weight
-            equally (``weight_d / sum(weights) / num_videos_d``). Draw with :class:`jepa.sampling.WeightedEpochSampler`.
+            equally (``weight_d / sum(weights) / num_videos_d``). Draw with
+            :class:`jepa.data.sampling.WeightedEpochSampler`.
         padded_files: path -> frames it holds, of every video this process padded by repeating its last frame
             (shorter than the ``(frames_per_clip - 1) * step + 1`` frames one clip reads); each is also logged
             once, with the frames it has and needs.

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from jepa.digits import DigitSource
+from jepa.data.digits import DigitSource
 
 DIRECTIONS = ("right", "left", "down", "up")  # motion label -> name
 # (dy, dx) per motion label, in image coordinates (y grows downwards).
@@ -127,7 +127,7 @@ def make_moving_digits(
     paths; ``out_dir/<split>_manifest.json`` with the parameters, the codec used and per video its source row,
     labels and trajectory. When the manifest holds the same parameters and every file exists, nothing is written.
 
-    Digits come from :class:`jepa.digits.DigitSource` with its default split (seed 0, 20% val), so train
+    Digits come from :class:`jepa.data.digits.DigitSource` with its default split (seed 0, 20% val), so train
     and val videos never share a source digit, whatever ``seed``. Given ``seed`` the videos are deterministic:
     ``seed`` and ``split`` seed the choice of digits (a shuffled pass over the split, repeated if ``num_videos``
     exceeds it), the balanced directions, the travel distances and the offsets across the motion.

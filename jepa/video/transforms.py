@@ -4,7 +4,7 @@ Clips come in as uint8 ``[T, H, W, 3]`` (a tensor or a numpy array, as decoders 
 normalised float tensors ``[3, T, crop_size, crop_size]``. Every random choice is made once per clip, so all frames
 of a clip get the same crop, flip, RandAugment ops and erased box: the clip stays a consistent video. Randomness
 comes from torch's global generator, and Python's ``random`` for timm's augmentations, the two generators
-:class:`jepa.sampling.SeededDataset` seeds per sample.
+:class:`jepa.data.sampling.SeededDataset` seeds per sample.
 """
 
 import math
@@ -18,7 +18,7 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
-from jepa.transforms import IMAGENET_NORMALIZATION, Normalization, check_crop_size
+from jepa.data.transforms import IMAGENET_NORMALIZATION, Normalization, check_crop_size
 
 if TYPE_CHECKING:
     from timm.data.auto_augment import RandAugment

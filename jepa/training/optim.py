@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from jepa.schedules import Schedules
+from jepa.training.schedules import Schedules
 
 
 def decays(name: str, shape: torch.Size | tuple[int, ...]) -> bool:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jepa.losses import collapse_stats, prediction_loss, spread_regulariser
 from jepa.masks import apply_masks, repeat_interleave_batch
+from jepa.training.losses import collapse_stats, prediction_loss, spread_regulariser
 
 MaskSet = tuple[Sequence[Tensor], Sequence[Tensor]]
 
@@ -33,7 +33,7 @@ class JEPA(nn.Module):
     """Encoder, predictor and an EMA copy of the encoder that produces the regression targets.
 
     Args:
-        loss_type: ``smooth_l1`` | ``l2`` | ``l1`` (see :func:`jepa.losses.prediction_loss`).
+        loss_type: ``smooth_l1`` | ``l2`` | ``l1`` (see :func:`jepa.training.losses.prediction_loss`).
         loss_exp: exponent of the ``l1`` loss.
         reg_coeff: weight of V-JEPA's spread regulariser on the predictions (0 disables it).
         center_targets: subtract from every target token its mean over the batch at the same grid position, so the

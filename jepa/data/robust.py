@@ -29,7 +29,7 @@ import torch.utils.data
 from PIL import UnidentifiedImageError
 from torch.utils.data import default_collate
 
-from jepa.sampling import mix_seed
+from jepa.data.sampling import mix_seed
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class RobustDataset(torch.utils.data.Dataset):
     * ``"next"``: the next index (modulo the length) that loads.
     * ``"random"``: ``j`` drawn uniformly among the other indices from
       ``mix_seed(seed, i, attempt, draw)``, where ``draw`` is one draw of torch's global generator. Under
-      :class:`jepa.sampling.SeededDataset`, which seeds that generator from the run seed, the epoch and the index
+      :class:`jepa.data.sampling.SeededDataset`, which seeds that generator from the run seed, the epoch and the index
       (or draw position), the replacement is a function of the sample's key: the same in any worker and after a
       resume, and a different one in another epoch, so no sample gets a bad neighbour's weight.
     * ``"skip"``: no replacement; ``dataset[i]`` returns a :class:`SkippedSample` (use :class:`DropSkipped` as,

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from jepa.sampling import SeededDataset
+from jepa.data.sampling import SeededDataset
 
 if TYPE_CHECKING:
     from multiprocessing.queues import SimpleQueue
@@ -429,7 +429,7 @@ class ShardOfBatch:
 class RankShardDataset(torch.utils.data.Dataset):
     """Loads rank ``rank``'s rows (``rank::world_size``) of each global batch of keys.
 
-    Wraps a :class:`jepa.sampling.SeededDataset`, whose keys are ``(index, sample_seed)``. Fed by a
+    Wraps a :class:`jepa.data.sampling.SeededDataset`, whose keys are ``(index, sample_seed)``. Fed by a
     ``BatchSampler`` over the single-process sampler (every rank iterates the same global batches), the DataLoader
     hands the whole key list to :meth:`__getitems__`, which loads only this rank's samples (decoding and
     augmentation are the expensive part) and passes on every seed of the batch, from which

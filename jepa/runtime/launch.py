@@ -288,7 +288,7 @@ class Job:
         return [*self.argv, *(self.resume_argv if self.requeues else [])]
 
     def __call__(self) -> int:
-        from jepa.distributed import init_distributed
+        from jepa.runtime.distributed import init_distributed
 
         # Join the group before the entry point does, so that its rank is known for the stop/requeue logic.
         world = init_distributed()
@@ -371,7 +371,7 @@ def launcher_main(submit: Callable[[], list[submitit.Job]]) -> int:
     import sys
 
     from jepa.config import ConfigError
-    from jepa.logging_utils import setup_logging
+    from jepa.runtime.logging_utils import setup_logging
 
     setup_logging()
     try:
@@ -433,7 +433,7 @@ def run_on_devices(fn: Callable[..., T], requested: list[str] | None, *args: obj
     (at most one ``requested`` device). Otherwise the requested devices (default: all GPUs, or the CPU) each get a
     process; with one device ``fn`` runs here, with several the result is rank 0's.
     """
-    from jepa.distributed import init_distributed, launched_externally, pick_devices, spawn
+    from jepa.runtime.distributed import init_distributed, launched_externally, pick_devices, spawn
 
     if launched_externally():
         if requested and len(requested) > 1:
@@ -450,7 +450,7 @@ def run_on_devices(fn: Callable[..., T], requested: list[str] | None, *args: obj
 
 
 def _with_logging(rank: int, world_size: int, device: "torch.device", fn: Callable[..., T], *args: object) -> T:
-    from jepa.logging_utils import setup_logging
+    from jepa.runtime.logging_utils import setup_logging
 
     setup_logging()  # a spawned process starts with Python's default logging
     return fn(rank, world_size, device, *args)
