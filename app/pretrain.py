@@ -45,6 +45,7 @@ from jepa.runtime.distributed import (
     main_process_first,
 )
 from jepa.runtime.logging_utils import CSVLogger
+from jepa.runtime.precision import resolve_dtype
 from jepa.training import builders
 from jepa.training.builders import build_models, loss_type_for, mask_sets, pretrain_schedules
 from jepa.training.ddp import wrap_ddp
@@ -60,7 +61,6 @@ CSV_COLUMNS = [
     "epoch", "step", "loss", "loss_pred", "loss_reg", "lr", "wd", "momentum", "ctx_tokens", "tgt_tokens",
     "step_ms", "samples_per_s", "mem_mb", "feat_std", "eff_rank",
 ]  # fmt: skip
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # The clips a `dataset_type: moving_digits` run generates, read at every build (so that tests can make it smaller).
 MOVING_DIGITS_VIDEOS = builders.MOVING_DIGITS_VIDEOS
 
@@ -188,7 +188,7 @@ class Pretrainer:
         # No buffer changes during training (no batch norm), so nothing to broadcast before each forward.
         self.forward_model = wrap_ddp(self.model, self.device, self.world_size, sync_buffers=False)
         self.optimizer = make_adamw([self.model.encoder, self.model.predictor], betas=cfg.optimization.betas)
-        self.dtype = DTYPES[cfg.meta.dtype]
+        self.dtype = resolve_dtype(cfg.meta.dtype, self.device)
         self.autocast = self.dtype != torch.float32
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
 
@@ -376,7 +376,7 @@ class Pretrainer:
         logger.info(
             "training %s: %d steps (%d epochs x %d), batch %d x %d rank(s), %d samples, on %s (%s)",
             self.cfg.app, end, self.cfg.optimization.epochs, self.ipe, self.cfg.data.batch_size, self.world_size,
-            len(self.dataset), self.device, self.cfg.meta.dtype,
+            len(self.dataset), self.device, str(self.dtype).removeprefix("torch."),
         )  # fmt: skip
         for (x, _labels, _seeds), masks_enc, masks_pred in self._batches(end):
             x = x.to(self.device, non_blocking=True)

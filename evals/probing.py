@@ -35,6 +35,7 @@ from jepa.config.strict import ConfigError, to_dict
 from jepa.data import SampleLoadError, split_skipped
 from jepa.models import AttentiveClassifier
 from jepa.runtime.distributed import all_gather_objects, all_reduce_sum
+from jepa.runtime.precision import resolve_dtype
 from jepa.training.ddp import wrap_ddp
 from jepa.training.optim import clip_per_module, decays, make_adamw, set_hyperparams_at
 from jepa.training.run import RunFolder, load_modules
@@ -279,7 +280,8 @@ class ProbeTrainer:
             for h in self.hparams
         ]
         self.model = wrap_ddp(self.bank, device, world_size, static_graph=True)
-        self.use_bfloat16 = opt.use_bfloat16
+        requested = "auto" if opt.use_bfloat16 == "auto" else ("bfloat16" if opt.use_bfloat16 else "float32")
+        self.dtype = resolve_dtype(requested, device, "optimization.use_bfloat16")
         self.epoch = 0
         self.step = 0
         self.history: list[EpochResult] = []
@@ -406,7 +408,7 @@ class ProbeTrainer:
         return logits.float().unflatten(1, (views, batch_size)), labels.to(self.device)
 
     def _autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bfloat16)
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
     @staticmethod
     def _losses(logits: Tensor, labels: Tensor) -> Tensor:

@@ -49,6 +49,7 @@ from jepa.features import POOLINGS, pool
 from jepa.image.datasets import ImageFolder
 from jepa.models.vision_transformer import VisionTransformer
 from jepa.preprocess import Preprocess
+from jepa.runtime.precision import resolve_dtype
 from jepa.video.datasets import VideoDataset, clip_indices, sliding_clip_indices
 from jepa.video.decoding import VideoDecoder
 
@@ -450,7 +451,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     run.add_argument("--chunk-size", type=int, default=64, help="files per saved chunk (the unit of resuming)")
     run.add_argument("--num-workers", type=int, default=0)
     run.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu")
-    run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                     help="autocast dtype; auto: bfloat16 where it is native (GPUs, CPUs with AVX-512 BF16 / AMX)")
     run.add_argument("--overwrite", action="store_true", help="discard previous outputs and partial chunks")
     run.add_argument("--log-interval", type=float, default=10.0, help="seconds between progress lines")
     args = p.parse_args(argv)
@@ -547,7 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resize_ratio": args.resize_ratio,
         **sampling,
     }
-    dtype = None if args.dtype == "float32" else getattr(torch, args.dtype)
+    resolved = resolve_dtype(args.dtype, args.device, "--dtype")
+    dtype = None if resolved == torch.float32 else resolved
     logger.info("encoding %d %s from %s", len(dataset), "videos" if sampling else "images", data)
     result = extract_features(
         encoder, dataset, args.out, pool_mode=args.pool, batch_size=args.batch_size, chunk_size=args.chunk_size,

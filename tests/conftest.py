@@ -4,10 +4,16 @@ Everything here is sized to run on a 2-core CPU in well under a second per model
 24 (predictor), depth 2, 3 heads, patch 8, 32 px images, 4-frame clips with tubelet 2.
 """
 
+import os
+
 import pytest
 import torch
 
-from jepa.models import AttentiveClassifier, VisionTransformer, VisionTransformerPredictor
+# Tests run in float32 (DESIGN.md): `dtype: auto` picks float32 on any CPU, in this process and in every run the tests
+# start (subprocesses inherit it). tests/test_precision.py checks the detection itself.
+os.environ.setdefault("JEPA_CPU_BF16", "0")
+
+from jepa.models import AttentiveClassifier, VisionTransformer, VisionTransformerPredictor  # noqa: E402
 
 EMBED_DIM = 48
 PRED_DIM = 24

@@ -5,7 +5,8 @@ Where the official code reads a key other than the one the file sets, or reads i
 
 * ``data.frame_step`` is the eval's frame step (the official video eval reads ``pretrain.frame_step`` instead and
   silently uses 4); a ``pretrain.frame_step`` is still accepted and used when ``data.frame_step`` is absent.
-* ``optimization.use_bfloat16`` means bfloat16 autocast (the official evals run float16 with a loss scaler).
+* ``optimization.use_bfloat16`` means bfloat16 autocast (the official evals run float16 with a loss scaler); ``auto``
+  (the default) means bfloat16 where the hardware computes it natively, float32 elsewhere.
 * ``resolution``: the image evals read it from ``data``, the video evals from ``optimization``; either place is
   accepted for both (two different values are an error).
 * ``pretrain.checkpoint: null`` evaluates a randomly initialised encoder (the baseline to compare with).
@@ -119,7 +120,8 @@ class EvalOptimConfig(ProbeOptimConfig):
     batch_size: int = 4  # per device
     attend_across_segments: bool = False
     resolution: int | None = None
-    use_bfloat16: bool = False
+    # true: bfloat16 autocast; auto: where it is native (GPUs, CPUs with AVX-512 BF16 / AMX; jepa.runtime.precision)
+    use_bfloat16: bool | Literal["auto"] = "auto"
     multihead_kwargs: list[ProbeOptimConfig] | None = None
     clip_grad: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)

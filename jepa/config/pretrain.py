@@ -281,7 +281,8 @@ class MetaConfig:
     seed: int = 0
     load_checkpoint: bool = False  # resume: from read_checkpoint, else from <folder>/<write_tag>-latest.pth.tar
     read_checkpoint: str | None = None  # relative: to logging.folder
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # auto: bfloat16 on GPUs and CPUs with native bf16 (AVX-512 BF16 / AMX), float32 elsewhere (jepa.runtime.precision)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     use_sdpa: bool = True
     log_freq: int = 10  # steps between log lines / CSV rows
     checkpoint_freq: int = 1  # epochs between checkpoints (the last epoch is always saved)
