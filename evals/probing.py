@@ -19,6 +19,7 @@ come from; a run of another encoder into the same folder is refused rather than 
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 from jepa.checkpoint import CheckpointError, atomic_write, read_checkpoint, strip_prefixes
 from jepa.config.evals import EvalConfig, ProbeOptimConfig
 from jepa.config.strict import ConfigError, to_dict
-from jepa.data import SampleLoadError, split_skipped
+from jepa.data import SampleLoadError, SkippedSample, split_skipped
 from jepa.models import AttentiveClassifier
 from jepa.runtime.distributed import all_gather_objects, all_reduce_sum
 from jepa.runtime.precision import resolve_dtype
@@ -46,6 +47,50 @@ logger = logging.getLogger(__name__)
 Encode = Callable[[Any], tuple[Tensor, Tensor]]
 CSV_COLUMNS = ["epoch", "probe", "lr", "weight_decay", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
 RANDOM_INIT = "random-init"  # the encoder of a run with pretrain.checkpoint null, as outputs record it
+
+
+class ValFeatureCache:
+    """The frozen encoder's validation features, kept after the first evaluation and reused by the next ones.
+
+    Validation inputs (clips, views, crops) are deterministic and the encoder is frozen, so its features are the
+    same every epoch: kept, an N-epoch eval encodes the validation split once. ``policy`` ``"auto"`` keeps them when
+    their estimated size (from the first batch) fits in a quarter of the available memory (host memory, or the
+    GPU's free memory when they stay on it), ``True`` always, ``False`` never; the decision is logged once.
+    """
+
+    def __init__(self, policy: bool | str, device: torch.device) -> None:
+        self.policy = policy
+        self.device = device
+        self.batches: list[tuple[tuple[Tensor, Tensor] | None, list[SkippedSample]]] = []
+        self.enabled: bool | None = None if policy == "auto" else bool(policy)
+        self.complete = False
+
+    def add(self, features: tuple[Tensor, Tensor] | None, skipped: list[SkippedSample], num_batches: int) -> None:
+        if self.enabled is None and features is not None:
+            self.enabled = self._fits(features[0], num_batches)
+        if self.enabled is not False:
+            kept = None if features is None else (features[0].detach(), features[1])
+            self.batches.append((kept, list(skipped)))
+
+    def finish(self) -> None:
+        if self.enabled:
+            size = sum(f[0].nelement() * f[0].element_size() for f, _ in self.batches if f is not None)
+            logger.info("validation features cached: %d batches, %.1f MB, reused by the next epochs",
+                        len(self.batches), size / 2**20)  # fmt: skip
+            self.complete = True
+        else:
+            self.batches = []
+
+    def _fits(self, tokens: Tensor, num_batches: int) -> bool:
+        need = tokens.nelement() * tokens.element_size() * num_batches
+        if tokens.is_cuda:
+            free = torch.cuda.mem_get_info(tokens.device)[0]
+        else:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        fits = need <= free // 4
+        logger.info("validation features: about %.1f MB; %s (cache_val_features: auto, %.1f MB free)",
+                    need / 2**20, "caching them" if fits else "not caching them", free / 2**20)  # fmt: skip
+        return fits
 
 
 class Batches(Protocol):
@@ -286,6 +331,7 @@ class ProbeTrainer:
         self.step = 0
         self.history: list[EpochResult] = []
         self.skipped_files: dict[str, str] = {}
+        self.val_cache = ValFeatureCache(opt.cache_val_features, self.device)
 
     @property
     def encoder_id(self) -> str:
@@ -400,8 +446,15 @@ class ProbeTrainer:
     def _forward(self, batch: Any, training: bool = False) -> tuple[Tensor, Tensor]:
         """Probe logits ``[K, V, B, C]`` (float32) and labels ``[B]`` of one batch. Only training goes through DDP:
         validation shards may hold different numbers of batches, so evaluation must not need the other ranks."""
+        return self._probe_logits(*self._encode(batch), training)
+
+    def _encode(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """The frozen encoder's tokens ``[V, B, N, D]`` and the labels ``[B]`` of one batch."""
         with torch.no_grad(), self._autocast():
-            tokens, labels = self.encode(batch)
+            return self.encode(batch)
+
+    def _probe_logits(self, tokens: Tensor, labels: Tensor, training: bool = False) -> tuple[Tensor, Tensor]:
+        tokens = tokens.to(self.device, non_blocking=True)
         views, batch_size = tokens.shape[:2]
         with self._autocast():
             logits = (self.model if training else self.bank)(tokens.flatten(0, 1))
@@ -453,18 +506,18 @@ class ProbeTrainer:
         together); each result also gives ``samples`` (scored) and ``unreadable`` (distinct files the loader
         skipped, over all ranks, which are added to :attr:`skipped_files`). Raises :class:`SampleLoadError` when
         no sample could be scored."""
+        cache = self.val_cache if loader is None else None  # only the validation split's features repeat
         loader = self.val_loader if loader is None else loader
         self.model.eval()
         metrics = SplitMetrics(len(self.optimizers), self.device)
         total = len(loader)
         skipped: dict[str, str] = {}
         start = time.perf_counter()
-        for itr, batch in enumerate(loader):
-            batch, bad = split_skipped(batch)
+        for itr, (features, bad) in enumerate(self._val_features(loader, cache)):
             for sample in bad:
                 skipped.setdefault(sample.path, sample.reason)
-            if batch is not None:
-                logits, labels = self._forward(batch)
+            if features is not None:
+                logits, labels = self._probe_logits(*features)
                 probs = average_views(logits)
                 nll = -probs.gather(-1, labels.expand(probs.shape[0], -1).unsqueeze(-1)).clamp(min=1e-12).log()
                 metrics.update(probs, labels, nll.squeeze(-1).sum(dim=-1))
@@ -491,6 +544,23 @@ class ProbeTrainer:
                 "; ".join(f"{p}: {r}" for p, r in list(unreadable.items())[:3]),
             )
         return [{**r, "unreadable": len(unreadable)} for r in metrics.results()]
+
+    def _val_features(
+        self, loader: Batches, cache: "ValFeatureCache | None"
+    ) -> Iterator[tuple[tuple[Tensor, Tensor] | None, list[SkippedSample]]]:
+        """``((tokens, labels) or None, unreadable samples)`` per validation batch: from the cache when it is
+        complete, else encoded now (and kept when the cache takes them)."""
+        if cache is not None and cache.complete:
+            yield from cache.batches
+            return
+        for batch in loader:
+            batch, bad = split_skipped(batch)
+            features = None if batch is None else self._encode(batch)
+            if cache is not None:
+                cache.add(features, bad, len(loader))
+            yield features, bad
+        if cache is not None:
+            cache.finish()
 
     def _progress(
         self, split: str, done: int, total: int, start: float, metrics: SplitMetrics, lr: float | None = None

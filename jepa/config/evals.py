@@ -10,6 +10,8 @@ Where the official code reads a key other than the one the file sets, or reads i
 * ``resolution``: the image evals read it from ``data``, the video evals from ``optimization``; either place is
   accepted for both (two different values are an error).
 * ``pretrain.checkpoint: null`` evaluates a randomly initialised encoder (the baseline to compare with).
+* ``optimization.cache_val_features`` (an extension): the validation features are encoded once and reused by every
+  epoch when they fit in memory, so an N-epoch eval costs one encoder pass over the validation split, not N.
 
 Extensions beyond the official schema: ``optimization.multihead_kwargs`` (V-JEPA 2's name) trains several probes
 on the same features, one per entry of hyper-parameters, selected on validation; ``classifier`` sets the probe's
@@ -122,6 +124,9 @@ class EvalOptimConfig(ProbeOptimConfig):
     resolution: int | None = None
     # true: bfloat16 autocast; auto: where it is native (GPUs, CPUs with AVX-512 BF16 / AMX; jepa.runtime.precision)
     use_bfloat16: bool | Literal["auto"] = "auto"
+    # The frozen encoder's features of the validation clips / views (the same every epoch) are computed once and
+    # reused: auto = when they fit in a quarter of the free memory (logged), true = always, false = never.
+    cache_val_features: bool | Literal["auto"] = "auto"
     multihead_kwargs: list[ProbeOptimConfig] | None = None
     clip_grad: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
