@@ -7,6 +7,7 @@ checkpoints load without renaming.
 import logging
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
@@ -44,6 +45,13 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, use_sdpa: bool, drop_
     ``drop_p`` is the attention dropout to apply now (pass 0 outside training).
     """
     if use_sdpa:
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            # torch's CPU attention backward is several times slower in bf16 than in float32 (measured with
+            # benchmarks/train_step.py --profile: 413 vs 64 ms per ViT-tiny step), which cancels what bf16 matrix
+            # products gain: attend in float32 and hand back bf16.
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=drop_p, scale=scale)
+            return out.to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, dropout_p=drop_p, scale=scale)
     attn = ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
     return F.dropout(attn, drop_p) @ v if drop_p > 0 else attn @ v
