@@ -86,7 +86,10 @@ class ValFeatureCache:
         if tokens.is_cuda:
             free = torch.cuda.mem_get_info(tokens.device)[0]
         else:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            try:
+                free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            except (ValueError, OSError, AttributeError):  # no such query (macOS, Windows): assume 4 GiB free
+                free = 4 * 2**30
         fits = need <= free // 4
         logger.info("validation features: about %.1f MB; %s (cache_val_features: auto, %.1f MB free)",
                     need / 2**20, "caching them" if fits else "not caching them", free / 2**20)  # fmt: skip

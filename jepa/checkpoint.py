@@ -121,6 +121,11 @@ _NETWORK_KEYS = {
 }
 
 
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+
+
 def _file_kind(path: Path) -> str | None:
     """``"torch"``, ``"safetensors"`` or None, from the first bytes of the file."""
     with open(path, "rb") as f:
@@ -133,8 +138,11 @@ def _file_kind(path: Path) -> str | None:
     return None
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint file onto the CPU, without running code from it.
+
+    With ``mmap`` a ``torch.save`` zip file is memory-mapped: tensors are read from disk only when touched, so a
+    look at a multi-GB checkpoint's ``config`` costs no full read (the legacy format is read whole).
 
     ``torch.save`` files load with ``weights_only=True`` (plus :data:`SAFE_GLOBALS`). A ``.safetensors`` file made by
     :func:`save_safetensors` comes back as ``{network: state_dict, "config": ..., "metadata": ...}`` (under the
@@ -166,7 +174,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         # safe_globals edits torch's process-wide list on entry and exit: one load at a time keeps another thread's
         # exit from removing the entries while this load still needs them.
         with _SAFE_GLOBALS_LOCK, torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and _is_zip(path))
     except pickle.UnpicklingError as e:
         raise _unpickling_error(path, str(e)) from e
     except OSError as e:

@@ -137,6 +137,24 @@ def test_a_crafted_pickle_runs_in_no_loader(tmp_path, payload, legacy):
         assert str(path) in message and REFUSED[payload] in message and "could run code" in message, (name, message)
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_a_memory_mapped_read_gives_the_same_contents_and_is_as_safe(tmp_path, legacy):
+    """``mmap=True`` (how the config checks read a checkpoint's stored config before a run) reads the same dict
+    without reading the weights up front, and refuses a crafted file like a full read."""
+    path = tmp_path / "ok.pth.tar"
+    ckpt = {**official_layout(), "config": {"model": {"num_heads": 3}}}
+    torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy)
+    mapped, full = read_checkpoint(path, mmap=True), read_checkpoint(path)
+    assert mapped["config"] == full["config"] == ckpt["config"]
+    assert all(torch.equal(mapped["encoder"][k], v) for k, v in full["encoder"].items())
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pth.tar"
+    torch.save(official_layout(SystemPayload(marker)), evil, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError, match="could run code"):
+        read_checkpoint(evil, mmap=True)
+    assert not marker.exists()
+
+
 def test_resume_refuses_a_crafted_checkpoint(tmp_path):
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pth.tar"

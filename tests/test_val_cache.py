@@ -63,3 +63,12 @@ def test_auto_does_not_cache_features_that_do_not_fit(tmp_path, monkeypatch):
     monkeypatch.setattr("evals.probing.os.sysconf", lambda name: 1)  # almost no free memory
     trainer, encode = run(tmp_path, "auto", epochs=2)
     assert encode.val_calls == 2 * 2 and not trainer.val_cache.complete and not trainer.val_cache.batches
+
+
+def test_auto_assumes_4_gib_where_free_memory_cannot_be_queried(tmp_path, monkeypatch):
+    def no_such_query(name):
+        raise ValueError(f"unrecognized configuration name {name}")
+
+    monkeypatch.setattr("evals.probing.os.sysconf", no_such_query)  # as on macOS for SC_AVPHYS_PAGES
+    trainer, encode = run(tmp_path, "auto", epochs=2)
+    assert encode.val_calls == 2 and trainer.val_cache.complete

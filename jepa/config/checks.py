@@ -200,7 +200,7 @@ def _check_checkpoint_config(cfg: EvalConfig, path: Path, problems: _Problems) -
     from jepa.checkpoint import CheckpointError, read_checkpoint
 
     try:
-        stored = read_checkpoint(path).get("config")
+        stored = read_checkpoint(path, mmap=True).get("config")  # the weights are read by the run, not here
     except CheckpointError as e:
         problems.add("pretrain.checkpoint", path, str(e))
         return
