@@ -4,6 +4,7 @@ fields other scripts read, with sane values (no timed assertions: the figures de
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,36 @@ def test_video_loader_argument_errors(tmp_path):
         video_loader.parse_args([])  # no source
     with pytest.raises(SystemExit):
         video_loader.parse_args([str(tmp_path / "a.csv"), "--images", str(tmp_path)])
+
+
+def test_learning_check_refuses_a_val_split_that_is_the_train_split(tmp_path):
+    from benchmarks import learning_check
+
+    csv = tmp_path / "train.csv"
+    csv.write_text("a.mp4 0\n")
+    with pytest.raises(SystemExit, match="is the train split"):
+        learning_check.check_distinct("appearance", csv, tmp_path / "." / "train.csv")
+    for bad in ("appearance", "appearance=train.csv", "=a.csv,b.csv", "x=a.csv,"):
+        with pytest.raises(SystemExit, match="NAME=TRAIN_CSV,VAL_CSV"):
+            learning_check.parse_task(bad)
+    assert learning_check.parse_task("motion=a.csv,b.csv") == ("motion", Path("a.csv"), Path("b.csv"))
+
+
+def test_learning_check_needs_tasks_for_video_csvs(tmp_path):
+    from benchmarks import learning_check
+
+    csv = tmp_path / "train.csv"
+    csv.write_text("a.mp4 0\n")
+    args = ["--fname", "configs/pretrain/tiny_vjepa_cpu.yaml", "--set", "data.dataset_type=VideoDataset",
+            f"data.datasets=[{csv}]", f"logging.folder={tmp_path / 'run'}"]  # fmt: skip
+    with pytest.raises(SystemExit, match="--task NAME=TRAIN_CSV,VAL_CSV"):
+        learning_check.main(args)
+    with pytest.raises(SystemExit, match="--val is for image data"):
+        learning_check.main([*args, "--val", str(tmp_path)])
+
+
+def test_learning_check_pooled_pixels_shapes():
+    from benchmarks import learning_check
+
+    assert learning_check.pooled_pixels(torch.rand(2, 3, 32, 32)).shape == (2, 3 * 16 * 16)
+    assert learning_check.pooled_pixels(torch.rand(2, 3, 8, 32, 32)).shape == (2, 3 * 4 * 16 * 16)
