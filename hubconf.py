@@ -8,9 +8,19 @@
 Every entry point takes ``pretrained`` (download the released weights), ``checkpoint`` (a local file instead),
 ``which`` (``"target_encoder"`` or ``"encoder"``), ``with_predictor`` and architecture overrides; see
 :func:`jepa.hub.load`. The architectures and URLs are the table :data:`jepa.hub.RELEASES`.
+
+The official V-JEPA 2 names are drop-ins for ``torch.hub.load("facebookresearch/vjepa2", ...)``: the same keywords
+(``pretrained=``, architecture keywords) and return values, ``(encoder, predictor)`` as built (trainable), and the
+official evaluation transform::
+
+    encoder, predictor = torch.hub.load(repo_dir, "vjepa2_vit_large", source="local")
+    processor = torch.hub.load(repo_dir, "vjepa2_preprocessor", source="local")
+    clip = processor(frames)[0]     # uint8 [T, H, W, 3] -> [3, T, 256, 256]
 """
 
 from jepa.hub import entry_point as _entry_point
+from jepa.hub import official_entry_point as _official_entry_point
+from jepa.hub import vjepa2_preprocessor  # noqa: F401 (an entry point)
 
 dependencies = ["torch", "torchvision", "timm", "numpy"]
 
@@ -25,3 +35,9 @@ vjepa2_vitl = _entry_point("vjepa2_vitl")
 vjepa2_vith = _entry_point("vjepa2_vith")
 vjepa2_vitg = _entry_point("vjepa2_vitg")
 vjepa2_vitg_384 = _entry_point("vjepa2_vitg_384")
+
+# The official V-JEPA 2 hub's names.
+vjepa2_vit_large = _official_entry_point("vjepa2_vit_large")
+vjepa2_vit_huge = _official_entry_point("vjepa2_vit_huge")
+vjepa2_vit_giant = _official_entry_point("vjepa2_vit_giant")
+vjepa2_vit_giant_384 = _official_entry_point("vjepa2_vit_giant_384")

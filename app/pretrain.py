@@ -11,6 +11,10 @@ With several processes (``jepa.runtime.distributed``: ``--devices``, torchrun or
 of ``world_size * batch_size`` samples, with the same augmentations and masks (see
 :class:`~jepa.runtime.distributed.RankShardCollator`), so ``N`` processes train like one process with an ``N``
 times larger batch. Only rank 0 writes checkpoints, the config and the CSV log.
+
+V-JEPA 2's clips of several lengths (``data.dataset_fpcs``) arrive as one group per length, each with its own masks
+(:class:`~jepa.video.masks.MultiLengthMaskCollator`); the step runs every group and averages the losses of every
+(group, mask config) pair, as the official step does. Such runs train in one process for now.
 """
 
 import logging
@@ -47,13 +51,15 @@ from jepa.runtime.distributed import (
 from jepa.runtime.logging_utils import CSVLogger
 from jepa.runtime.precision import resolve_dtype
 from jepa.training import builders
-from jepa.training.builders import build_models, loss_type_for, mask_sets, pretrain_schedules
+from jepa.training.builders import build_models, clip_groups, loss_type_for, mask_token_indices, pretrain_schedules
+from jepa.training.builders import mask_sets as mask_sets  # re-exported: tests and scripts pair masks through it
 from jepa.training.ddp import wrap_ddp
 from jepa.training.losses import collapse_stats
-from jepa.training.meta_arch import JEPA, JEPAOutput, MaskSet
+from jepa.training.meta_arch import JEPA, ClipGroup, JEPAOutput, MaskSet
 from jepa.training.optim import clip_per_module, make_adamw, set_hyperparams_at
 from jepa.training.rng import restore_rng, rng_state, seed_all
 from jepa.training.run import RunFolder, load_modules
+from jepa.training.warm_start import Start, load_optimizer_state, load_weights, read_source, run_start
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +71,7 @@ CSV_COLUMNS = [
 MOVING_DIGITS_VIDEOS = builders.MOVING_DIGITS_VIDEOS
 
 
-def build_dataset_and_collator(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, MaskCollator]:
+def build_dataset_and_collator(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, builders.Collator]:
     """:func:`jepa.training.builders.build_dataset_and_collator`, ``moving_digits`` making
     :data:`MOVING_DIGITS_VIDEOS` clips."""
     return builders.build_dataset_and_collator(cfg, seed, moving_digits_videos=MOVING_DIGITS_VIDEOS)
@@ -99,7 +105,7 @@ _RESUME_KEYS = (*ARCHITECTURE_KEYS, "img_size")
 _CONFIG_KEYS = {
     "img_size": "data.crop_size", "patch_size": "data.patch_size", "num_frames": "data.num_frames",
     "tubelet_size": "data.tubelet_size", "predictor.predictor_embed_dim": "model.pred_embed_dim",
-    "predictor.depth": "model.pred_depth", "predictor.num_mask_tokens": "mask (number of configs)",
+    "predictor.depth": "model.pred_depth", "predictor.num_mask_tokens": "mask (number of configs) x data.dataset_fpcs",
 }  # fmt: skip
 
 
@@ -186,7 +192,10 @@ class Pretrainer:
         # DDP averages the gradients of encoder and predictor (the target encoder has none); the target encoder
         # then moves identically on every rank, since every rank applies the same update to the same weights.
         # No buffer changes during training (no batch norm), so nothing to broadcast before each forward.
-        self.forward_model = wrap_ddp(self.model, self.device, self.world_size, sync_buffers=False)
+        self.forward_model = wrap_ddp(
+            self.model, self.device, self.world_size, sync_buffers=False,
+            find_unused_parameters=builders.spare_mask_tokens(cfg) > 0,
+        )  # fmt: skip
         self.optimizer = make_adamw([self.model.encoder, self.model.predictor], betas=cfg.optimization.betas)
         self.dtype = resolve_dtype(cfg.meta.dtype, self.device)
         self.autocast = self.dtype != torch.float32
@@ -201,12 +210,13 @@ class Pretrainer:
         self.schedules = pretrain_schedules(cfg.optimization, self.ipe)
         self.total_steps = cfg.optimization.epochs * self.ipe
         self.step = 0
+        self.started_from: Start | None = None  # the checkpoint maybe_resume loaded, if any
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         if self.world_size > 1:
             # Same initial weights everywhere (seeded above), but each rank its own drop-path draws.
             seed_all(mix_seed(seed, self.rank))
 
-    def _make_loader(self, dataset: MapDataset, collator: MaskCollator, seed: int) -> DataLoader:
+    def _make_loader(self, dataset: MapDataset, collator: builders.Collator, seed: int) -> DataLoader:
         """The loader of this rank's rows of the global batches; sets :attr:`sampler` and :attr:`batches_per_pass`."""
         batch = self.cfg.data.batch_size
         weights = getattr(dataset, "sample_weights", None)
@@ -224,6 +234,12 @@ class Pretrainer:
             batching = dict(dataset=SeededDataset(dataset), batch_size=batch, sampler=self.sampler, drop_last=True)
             batching["collate_fn"] = collator
         else:
+            if not isinstance(collator, MaskCollator):
+                # A rank loads only its rows of a global batch, so it cannot group the others' clips by length.
+                raise ConfigError(
+                    f"data.dataset_fpcs {self.cfg.data.dataset_fpcs}: clips of several lengths train in one process "
+                    f"only for now, this run has {self.world_size}; give every entry the same length"
+                )
             # Every rank walks the single-process sampler's global batches and loads its rows of each.
             batching = dict(
                 dataset=RankShardDataset(SeededDataset(dataset), self.rank, self.world_size),
@@ -235,7 +251,7 @@ class Pretrainer:
             **batching,
             num_workers=self.cfg.data.num_workers,
             pin_memory=self.cfg.data.pin_mem and self.device.type == "cuda",
-            persistent_workers=False,
+            persistent_workers=self.cfg.data.persistent_workers and self.cfg.data.num_workers > 0,
             # Its own generator: creating an iterator must not consume the global RNG that drop path uses,
             # or a run resumed mid-pass would diverge from the uninterrupted one.
             generator=torch.Generator().manual_seed(seed),
@@ -279,8 +295,17 @@ class Pretrainer:
         self.files.save(state, epoch=epoch if self.step % self.ipe == 0 and due else None)
         return self.latest_path
 
-    def load(self, path: str | Path) -> None:
-        """Restore everything from a checkpoint this trainer (or the official code) wrote."""
+    def load(self, path: str | Path, *, start: Start | None = None) -> None:
+        """Restore everything from a checkpoint this trainer (or the official code) wrote. Given a ``start`` of kind
+        ``anneal`` or ``pretrained`` (for ``path``), start this run at step 0 from that file's weights instead, and
+        for an anneal from its optimizer state too (:mod:`jepa.training.warm_start`)."""
+        if start is not None and start.kind != "resume":
+            source = read_source(start)
+            modules = {name: getattr(self.model, name) for name in ("encoder", "predictor", "target_encoder")}
+            load_weights(source, modules, self.cfg, start, config_key=_config_key)
+            if start.kind == "anneal":
+                load_optimizer_state(self.optimizer, self.scaler, source, start)
+            return
         ckpt = read_checkpoint(path)
         if isinstance(ckpt.get("config"), dict):
             _check_same_architecture(ckpt["config"], self.cfg, path)
@@ -301,24 +326,44 @@ class Pretrainer:
         restore_rng(ckpt, self.rank, self.world_size, reseed=mix_seed(self.cfg.meta.seed, self.rank, self.step))
         logger.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.ipe)
 
-    def maybe_resume(self, latest_first: bool = False) -> None:
+    def maybe_resume(self, latest_first: bool = False, *, overwrite: bool = False) -> None:
         """Resume as ``meta`` says (``load_checkpoint``: from ``read_checkpoint``, else from ``latest``); with
-        ``latest_first`` (a requeued job, ``--resume``) from ``latest`` whenever it exists, whatever ``meta`` says."""
-        meta = self.cfg.meta
-        path = self.files.resume_path(
-            latest_first=latest_first, requested=meta.load_checkpoint, requested_by="meta.load_checkpoint",
-            read_path=meta.read_checkpoint, read_key="meta.read_checkpoint", log=logger,
-        )  # fmt: skip
-        if path is not None:
-            self.load(path)
+        ``latest_first`` (a requeued job, ``--resume``) from ``latest`` whenever it exists, whatever ``meta`` says.
+
+        An anneal run (``optimization.is_anneal``) or one from ``meta.pretrained_checkpoint`` that does not resume
+        starts from that file's weights (:func:`jepa.training.warm_start.run_start`), once per trainer; over an
+        existing ``latest`` only with ``overwrite``.
+        """
+        start = run_start(self.cfg, self.files, latest_first=latest_first, log=logger)
+        if start is None:
+            return
+        if start.kind != "resume":
+            if self.step > 0 or self.started_from is not None:
+                return  # this trainer already holds the run's state
+            if self.latest_path.is_file() and not overwrite:
+                resume = "optimization.resume_anneal: true" if start.kind == "anneal" else "meta.load_checkpoint: true"
+                raise RunFolderError(
+                    f"{self.latest_path} exists: logging.folder holds this run's checkpoints already. Continue it "
+                    f"with --resume (or {resume}), start again from {start.key} over it with --overwrite, or choose "
+                    "another logging.folder / logging.write_tag"
+                )
+        self.load(start.path, start=start)
+        self.started_from = start
 
     # -- training ----------------------------------------------------------------------------------------------
-    def train_step(self, x: torch.Tensor, mask_sets: list[MaskSet]) -> JEPAOutput:
-        """One update: schedules -> autocast forward -> backward -> clip -> AdamW -> EMA."""
+    def train_step(self, x: torch.Tensor | list[ClipGroup], mask_sets: list[MaskSet] | None = None) -> JEPAOutput:
+        """One update: schedules -> autocast forward -> backward -> clip -> AdamW -> EMA.
+
+        ``x`` with its ``mask_sets`` (the masks of one clip length), or the batch's :class:`ClipGroup` list
+        (:func:`jepa.training.builders.clip_groups`)."""
         s, i = self.schedules, self.step
         set_hyperparams_at(self.optimizer, s, i)
+        if isinstance(x, torch.Tensor):
+            if mask_sets is None:
+                raise TypeError("train_step(x, mask_sets): a batch tensor needs its mask sets")
+            x = [ClipGroup(x, mask_sets, mask_token_indices(self.cfg, 0, len(mask_sets)))]
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
-            out = self.forward_model(x, mask_sets)
+            out = self.forward_model(x)
         loss = out.loss
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -378,17 +423,15 @@ class Pretrainer:
             self.cfg.app, end, self.cfg.optimization.epochs, self.ipe, self.cfg.data.batch_size, self.world_size,
             len(self.dataset), self.device, str(self.dtype).removeprefix("torch."),
         )  # fmt: skip
-        for (x, _labels, _seeds), masks_enc, masks_pred in self._batches(end):
-            x = x.to(self.device, non_blocking=True)
-            masks_enc = [m.to(self.device, non_blocking=True) for m in masks_enc]
-            masks_pred = [m.to(self.device, non_blocking=True) for m in masks_pred]
-            result = self.train_step(x, mask_sets(self.cfg, masks_enc, masks_pred))
+        for batch in self._batches(end):
+            groups = clip_groups(self.cfg, batch, self.device)
+            result = self.train_step(groups)
             steps_since += 1
             at_epoch_end = self.step % self.ipe == 0
             stopped = stop_flag.poll() and self.step < end
             if not (self.step % log_freq == 0 or at_epoch_end or self.step == end or stopped):
                 continue
-            last_loss, t_last = self._log_step(result, x.shape[0], masks_enc, masks_pred, end, t_last, steps_since, csv)
+            last_loss, t_last = self._log_step(result, groups, end, t_last, steps_since, csv)
             steps_since = 0
             if at_epoch_end or self.step == end or stopped:
                 self.save(last_loss)
@@ -416,7 +459,7 @@ class Pretrainer:
         (rank 0) continues at the resumed step."""
         fresh = self.step == 0
         self.files.prepare()  # removes temporary files left by a run killed while writing a checkpoint (logged)
-        self.maybe_resume(latest_first=resume)
+        self.maybe_resume(latest_first=resume, overwrite=overwrite)
         if fresh and self.step == 0 and not overwrite:
             check_run_folder(self.cfg, resume=False, overwrite=False)
         if self.is_main:
@@ -424,11 +467,14 @@ class Pretrainer:
         return self.files.csv_log(f"{self.tag}_r0.csv", CSV_COLUMNS, column="step", value=self.step)
 
     def _log_step(
-        self, result: JEPAOutput, batch: int, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor],
-        end: int, since: float, steps: int, csv: CSVLogger | None,
-    ) -> tuple[float, float]:  # fmt: skip
+        self, result: JEPAOutput, groups: list[ClipGroup], end: int, since: float, steps: int, csv: CSVLogger | None
+    ) -> tuple[float, float]:
         """Log the last ``steps`` steps (timed from ``since``) to the CSV and the console, after checking that no
-        rank's loss went non-finite; returns the loss and the time now."""
+        rank's loss went non-finite; returns the loss and the time now. Token counts are those of the first mask
+        set of the batch's first clip length."""
+        batch = sum(g.x.shape[0] for g in groups)
+        masks_enc, masks_pred = groups[0].mask_sets[0]
+
         metrics = self._synced_metrics(result)
         self._check_finite(metrics["nonfinite"])
         now = time.perf_counter()
@@ -447,8 +493,12 @@ class Pretrainer:
             "ep %d step %d/%d loss %.4f lr %.2e wd %.3f m %.4f ctx %d tgt %dx%d std %.3f rank %.1f "
             "%.0f ms/step %.1f samples/s",
             row["epoch"], self.step, end, row["loss"], row["lr"], row["wd"], row["momentum"], row["ctx_tokens"],
-            row["tgt_tokens"], len(masks_pred), stats["feat_std"], stats["eff_rank"], step_ms, row["samples_per_s"],
+            row["tgt_tokens"], sum(len(p) for g in groups for _, p in g.mask_sets), stats["feat_std"],
+            stats["eff_rank"], step_ms, row["samples_per_s"],
         )  # fmt: skip
+        if len(groups) > 1:
+            logger.info("clips of the last batch per length: %s",
+                        ", ".join(f"{g.x.shape[2]} frames: {g.x.shape[0]}" for g in groups))  # fmt: skip
         return metrics["loss"], now
 
     def _write_params(self, resumed: bool) -> None:

@@ -136,7 +136,7 @@ def features(encoder, dataset, batch_size: int = 64) -> tuple[Split, torch.Tenso
         if batch is None:
             continue
         x, y = batch[0], batch[1]
-        outs = encoder.forward_intermediates(x, indices=list(range(len(encoder.blocks))))
+        outs = encoder.forward_intermediates(x, norm=True, intermediates_only=True)
         tokens.append(outs[-1])
         layers.append(torch.cat([o.mean(dim=1) for o in outs], dim=1))
         labels.append(y)

@@ -6,10 +6,14 @@
 * Clips arrive as ``[S, V, B, C, T, H, W]`` (segments x spatial views x batch); all are embedded in one forward.
   With ``attend_across_segments`` the tokens of a view's segments are concatenated in temporal order, giving ``V``
   probe inputs of ``S * N`` tokens; otherwise every (segment, view) is a probe input of its own (``S * V``).
+* Multi-level probes (``wrapper.out_layers``, V-JEPA 2's ``vit_encoder_multiclip_multilevel``): the outputs of
+  those blocks, each through the encoder's final norm, are concatenated along the tokens (``L * N`` tokens of width
+  ``D`` per clip, level-major, blocks in increasing order), exactly as the official wrapper does; the probe's width
+  stays the encoder's.
 """
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +84,34 @@ class FrozenTokens(nn.Module):
         encoder: a frozen :class:`VisionTransformer`.
         attend_across_segments: concatenate the segments of each view (video batches).
         image_frames: frames of the static clip an image becomes for a video encoder.
+        out_layers: blocks whose normalised outputs are concatenated along the tokens (None: the last block).
     """
 
-    def __init__(self, encoder: VisionTransformer, attend_across_segments: bool = False, image_frames: int = 1) -> None:
+    def __init__(
+        self,
+        encoder: VisionTransformer,
+        attend_across_segments: bool = False,
+        image_frames: int = 1,
+        out_layers: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
+        if out_layers is not None:
+            depth = len(encoder.blocks)
+            bad = [i for i in out_layers if not 0 <= i < depth]
+            if bad or not out_layers:
+                raise ConfigError(f"wrapper.out_layers {list(out_layers)}: expected block indices in [0, {depth}) "
+                                  f"of this encoder (depth {depth})")  # fmt: skip
         self.encoder = encoder
         self.attend_across_segments = attend_across_segments
         self.image_frames = image_frames
+        self.out_layers = None if out_layers is None else sorted(set(out_layers))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Encoder input -> tokens ``[B, N, D]``, or ``[B, L * N, D]`` over the ``L`` blocks of ``out_layers``."""
+        if self.out_layers is None:
+            return self.encoder(x)
+        levels = self.encoder.forward_intermediates(x, self.out_layers, norm=True, intermediates_only=True)
+        return torch.cat(levels, dim=1)
 
     @property
     def embed_dim(self) -> int:
@@ -99,16 +124,16 @@ class FrozenTokens(nn.Module):
     def embed_clips(self, x: Tensor) -> Tensor:
         """Clips ``[X, C, T, H, W]`` -> tokens ``[X, N, D]`` (an image encoder: each frame's tokens, in order)."""
         if self.encoder.is_video:
-            return self.encoder(x)
+            return self.encode(x)
         frames = x.shape[2]
-        tokens = self.encoder(x.transpose(1, 2).flatten(0, 1))  # [X * T, n, D]
+        tokens = self.encode(x.transpose(1, 2).flatten(0, 1))  # [X * T, n, D]
         return tokens.unflatten(0, (-1, frames)).flatten(1, 2)
 
     def embed_images(self, x: Tensor) -> Tensor:
         """Images ``[B, C, H, W]`` -> tokens ``[B, N, D]``."""
         if self.encoder.is_video:
-            return self.encoder(images_as_clips(x, self.image_frames))
-        return self.encoder(x)
+            return self.encode(images_as_clips(x, self.image_frames))
+        return self.encode(x)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:

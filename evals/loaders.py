@@ -61,11 +61,13 @@ def val_loader(
 
 
 def make_loaders(
-    cfg, train: MapDataset, val: MapDataset, rank: int, world_size: int, collate_fn: Callable | None = None
-):
-    """The training and validation loaders of an eval config (see :func:`train_loader`, :func:`val_loader`)."""
+    cfg, train: MapDataset | None, val: MapDataset, rank: int, world_size: int, collate_fn: Callable | None = None
+) -> tuple[DataLoader | None, DataLoader]:
+    """The training and validation loaders of an eval config (see :func:`train_loader`, :func:`val_loader`); no
+    training loader without a training set (``val_only``)."""
     common = dict(
         batch_size=cfg.optimization.batch_size, rank=rank, world_size=world_size, num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_mem and torch.cuda.is_available(), collate_fn=collate_fn,
     )  # fmt: skip
-    return train_loader(train, seed=cfg.pretrain.seed, **common), val_loader(val, **common)
+    train_batches = None if train is None else train_loader(train, seed=cfg.pretrain.seed, **common)
+    return train_batches, val_loader(val, **common)

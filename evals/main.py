@@ -3,11 +3,14 @@
     python -m evals.main --fname configs/evals/k400.yaml [--devices cpu | cuda:0 [cuda:1 ...]] [--validate]
                          [--set optimization.lr=5e-4 ...] [--resume]
 
-The config's ``eval_name`` picks the eval (``video_classification_frozen`` or ``image_classification_frozen``).
+The config's ``eval_name`` picks the eval (``video_classification_frozen``, ``image_classification_frozen`` or
+``action_anticipation_frozen``).
 Official V-JEPA eval YAML files are accepted unchanged. ``--validate`` loads and checks the config, prints it
 resolved and exits (0: valid, 1: not). ``--resume`` resumes the probes from ``<folder>/<write_tag>-latest.pth.tar``
 whatever ``resume_checkpoint`` says (what a requeued job does). ``--set pretrain.checkpoint=null`` evaluates a
-randomly initialised encoder, the baseline to compare a pretrained one with.
+randomly initialised encoder, the baseline to compare a pretrained one with. ``--set val_only=true`` (what the
+official V-JEPA 2 inference files set) evaluates the saved probes once, without training: ``probe_checkpoint``, or
+the output folder's ``<write_tag>-latest.pth.tar`` or ``latest.pt``; the results go to ``results_val_only.json``.
 """
 
 import argparse
@@ -15,7 +18,7 @@ import importlib
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,6 +27,9 @@ from jepa.config.evals import EvalConfig, load_eval_config
 from jepa.runtime.launch import resolve_config, run_on_devices, run_parser
 from jepa.runtime.logging_utils import setup_logging
 
+if TYPE_CHECKING:
+    from jepa.config.anticipation import AnticipationConfig
+
 logger = logging.getLogger("evals.main")
 
 
@@ -31,22 +37,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return run_parser("python -m evals.main", __doc__, "eval YAML config").parse_args(argv)
 
 
-def run(cfg: EvalConfig, device: torch.device | str, *, rank: int = 0, world_size: int = 1, resume: bool = False):
+# eval_name -> the package whose main(cfg, device, rank=, world_size=, resume=) runs it.
+EVAL_PACKAGES = {
+    "video_classification_frozen": "evals.video_classification_frozen",
+    "image_classification_frozen": "evals.image_classification_frozen",
+    "action_anticipation_frozen": "evals.action_anticipation_frozen",
+}
+# The headline metrics a summary may carry, in the order they are printed.
+_METRICS = (("top1", "top-1"), ("top5", "top-5"), ("verb_recall5", "verb recall@5"),
+            ("noun_recall5", "noun recall@5"), ("action_recall5", "action recall@5"))  # fmt: skip
+
+
+def run(
+    cfg: "EvalConfig | AnticipationConfig",
+    device: torch.device | str,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    resume: bool = False,
+) -> dict[str, Any]:
     """Run the eval ``cfg.eval_name`` names on ``device``; returns its results summary."""
-    module = importlib.import_module(f"evals.{cfg.eval_name}")
+    module = importlib.import_module(EVAL_PACKAGES[cfg.eval_name])
     return module.main(cfg, device, rank=rank, world_size=world_size, resume=resume)
 
 
 def _print_summary(summary: dict[str, Any], folder: str) -> None:
+    """One line of results: the metrics the summary has (classification: top-1 / top-5; anticipation: recall@5
+    of verbs, nouns and actions), then, with several probes, each probe's row."""
+    metrics = ", ".join(f"{name} {summary[key]:.2f}%" for key, name in _METRICS if summary.get(key) is not None)
+    if "val_samples" in summary and summary["val_samples"] is not None:
+        metrics += f" over {describe_val_samples(summary['val_samples'], summary.get('val_unreadable') or 0)}"
+    probes = summary.get("probes") or []
+    best = f" (probe {summary['best_probe']} of {len(probes)})" if "best_probe" in summary and probes else ""
+    if summary.get("val_only"):
+        best += f", val_only: the saved probes of {summary.get('probe_checkpoint')}"
     print(
-        f"done: {summary['eval_name']} ({summary['tag']}), encoder {summary['encoder_checkpoint'] or 'random init'}: "
-        f"top-1 {summary['top1']:.2f}%, top-5 {summary['top5']:.2f}% over "
-        f"{describe_val_samples(summary['val_samples'], summary.get('val_unreadable', 0))} "
-        f"(probe {summary['best_probe']} of {len(summary['probes'])}); results in {folder}"
+        f"done: {summary['eval_name']} ({summary.get('tag')}), encoder "
+        f"{summary.get('encoder_checkpoint') or 'random init'}: {metrics or 'no metrics'}{best}; results in {folder}"
     )
-    if len(summary["probes"]) > 1:
-        rows = [{k: p[k] for k in ("probe", "lr", "weight_decay", "val_top1", "val_top5")} for p in summary["probes"]]
-        print(json.dumps(rows))
+    if len(probes) > 1:
+        keys = ("probe", "lr", "weight_decay", *(f"val_{k}" for k, _ in _METRICS))
+        print(json.dumps([{k: p[k] for k in keys if k in p} for p in probes]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_on_rank(rank: int, world_size: int, device: torch.device, cfg: EvalConfig, resume: bool) -> None:
+def _run_on_rank(
+    rank: int, world_size: int, device: torch.device, cfg: "EvalConfig | AnticipationConfig", resume: bool
+) -> None:
     summary = run(cfg, device, rank=rank, world_size=world_size, resume=resume)
     if rank == 0:
         _print_summary(summary, str(cfg.output_folder))

@@ -12,8 +12,10 @@ scored: not a mean of per-batch means. Validation samples that cannot be read ar
 another sample, which would then count twice): the loader drops them from their batch (:class:`jepa.data.PartialBatch`)
 and ``results.json`` lists them under ``skipped_files``. Outputs in the eval's folder: ``<write_tag>-latest.pth.tar``
 (probes, optimizers, epoch; the official layout, loadable with ``torch.load(weights_only=True)``), ``results.csv``
-(one row per probe per epoch) and ``results.json``. Both the checkpoint and the results record the encoder they
-come from; a run of another encoder into the same folder is refused rather than overwriting them.
+(one row per probe per epoch) and ``results.json``. Both the checkpoint and the results record the encoder and
+its blocks (``wrapper.out_layers``) they come from; a run of another encoder, or of other blocks, into the same
+folder is refused rather than overwriting (or resuming from) them. ``val_only`` evaluates the saved probes once and
+writes ``results_val_only.json``, leaving the checkpoint and the training results as they are.
 """
 
 import json
@@ -119,13 +121,19 @@ def same_encoder(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def encoder_of_results(path: Path) -> str | None:
-    """The encoder a ``results.json`` records (None when it records none)."""
+def _read_json(path: Path) -> dict[str, Any]:
+    """A results file's contents (empty when it holds no mapping)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path} exists but cannot be read as JSON ({e}); move it away or set another tag") from e
-    if not isinstance(data, dict) or "encoder_checkpoint" not in data:
+    return data if isinstance(data, dict) else {}
+
+
+def encoder_of_results(path: Path) -> str | None:
+    """The encoder a ``results.json`` records (None when it records none)."""
+    data = _read_json(path)
+    if "encoder_checkpoint" not in data:
         return None
     return data["encoder_checkpoint"] or RANDOM_INIT
 
@@ -253,7 +261,8 @@ class ProbeTrainer:
     Args:
         cfg: the eval config.
         encode: batch -> ``(tokens [V, B, N, D], labels [B])`` (called under ``torch.no_grad``).
-        train_loader, val_loader: iterables of batches; ``train_loader.sampler.set_epoch`` is called when present.
+        train_loader, val_loader: iterables of batches; ``train_loader.sampler.set_epoch`` is called when present;
+            ``train_loader`` is None for a ``val_only`` eval (nothing is trained).
         embed_dim, num_heads: width of the tokens and the probe's heads (default: the encoder's).
         num_classes: classes of the task.
         device: where probes live.
@@ -272,7 +281,7 @@ class ProbeTrainer:
         self,
         cfg: EvalConfig,
         encode: Encode,
-        train_loader: Batches,
+        train_loader: Batches | None,
         val_loader: Batches,
         *,
         embed_dim: int,
@@ -297,9 +306,13 @@ class ProbeTrainer:
         self.folder, self.tag = self.files.folder, self.files.tag
         opt = cfg.optimization
         self.hparams: list[ProbeOptimConfig] = opt.probes
-        self.ipe = len(train_loader)
+        if train_loader is None and not cfg.val_only:
+            raise ValueError("a training loader is required unless val_only")
+        # val_only trains nothing: one nominal iteration per epoch keeps the (unused) schedules well defined.
+        self.ipe = 1 if train_loader is None else len(train_loader)
         if self.ipe == 0:
             raise ValueError("the training split yields no batch on this rank")
+
         def make_probe() -> AttentiveClassifier:
             return AttentiveClassifier(
                 embed_dim=embed_dim,
@@ -367,11 +380,18 @@ class ProbeTrainer:
             "config": to_dict(self.cfg),
             # Not "encoder", which in a training checkpoint holds the encoder's weights.
             "encoder_checkpoint": self.encoder_id,
+            "out_layers": self.out_layers,
             "skipped_files": self._skipped_list(),
         }
 
     def _skipped_list(self) -> list[dict[str, str]]:
         return [{"path": path, "reason": reason} for path, reason in sorted(self.skipped_files.items())]
+
+    @property
+    def out_layers(self) -> list[int] | None:
+        """The encoder blocks the probes read (``wrapper.out_layers``; None: the last one), as outputs record it."""
+        layers = self.cfg.wrapper.out_layers
+        return None if layers is None else sorted(set(layers))
 
     def _refuse_other_encoder(self, file: Path, theirs: str | None, action: str) -> None:
         if theirs is None or same_encoder(theirs, self.encoder_id):
@@ -382,14 +402,30 @@ class ProbeTrainer:
             f"here {self.folder}), or another folder."
         )
 
+    def _refuse_other_features(self, file: Path, recorded: dict[str, Any], action: str) -> None:
+        """Refuse probes or results of another encoder, or of other encoder blocks (``out_layers``): probes
+        trained on one set of features mean nothing on another. ``recorded``: the file's contents (a file
+        without these records, e.g. an official one, is taken as it is)."""
+        self._refuse_other_encoder(file, recorded.get("encoder_checkpoint"), action)
+        if "out_layers" not in recorded:
+            return
+        theirs = recorded["out_layers"]
+        if (None if theirs is None else sorted(theirs)) != self.out_layers:
+            raise ConfigError(
+                f"{file} holds probes of encoder blocks wrapper.out_layers={theirs}, but this run probes "
+                f"out_layers={self.out_layers}: refusing to {action}. Give this eval its own tag, or another folder."
+            )
+
     def check_output_folder(self, resume: bool) -> None:
-        """Refuse to overwrite, or resume from, the results or probe checkpoint of another encoder."""
+        """Refuse to overwrite, or resume from, the results or probe checkpoint of another encoder or of other
+        encoder blocks."""
         if self.latest_path.is_file():
-            theirs = read_checkpoint(self.latest_path).get("encoder_checkpoint")
-            self._refuse_other_encoder(self.latest_path, theirs, "resume from it" if resume else "overwrite it")
+            ckpt = read_checkpoint(self.latest_path)
+            self._refuse_other_features(self.latest_path, ckpt, "resume from it" if resume else "overwrite it")
         results = self.folder / "results.json"
         if results.is_file():
             self._refuse_other_encoder(results, encoder_of_results(results), "overwrite it")
+            self._refuse_other_features(results, _read_json(results), "overwrite it")
 
     def save(self) -> Path | None:
         """Write ``latest`` (rank 0; the others return None)."""
@@ -399,7 +435,7 @@ class ProbeTrainer:
         """Resume from a probe checkpoint: ours, or an official V-JEPA 1 (``classifier``) / V-JEPA 2
         (``classifiers``) one."""
         ckpt = read_checkpoint(path)
-        self._refuse_other_encoder(Path(path), ckpt.get("encoder_checkpoint"), "resume from it")
+        self._refuse_other_features(Path(path), ckpt, "resume from it")
         if "classifiers" in ckpt:
             states, opts = ckpt["classifiers"], ckpt.get("opt")
         elif "classifier" in ckpt:
@@ -427,6 +463,60 @@ class ProbeTrainer:
         self.history = [EpochResult(**h) for h in ckpt.get("history", [])]
         self.skipped_files = {s["path"]: s["reason"] for s in ckpt.get("skipped_files", [])}
         logger.info("resumed probes from %s after epoch %d", path, self.epoch)
+
+    def probe_states(self, ckpt: dict[str, Any], path: str | Path) -> list[dict[str, Tensor]]:
+        """The probes' state dicts of ``ckpt``, one per probe of this run: every entry of ``classifiers`` (ours,
+        V-JEPA 2) or the single ``classifier`` (V-JEPA 1). For one probe from a file of several, the file's best
+        one (``classifier``, which ours keep) is taken, as a ``val_only`` run of an inference config (one probe)
+        on the folder of its training run (several) needs. :class:`CheckpointError` when the counts disagree."""
+        if "classifiers" in ckpt:
+            states = list(ckpt["classifiers"])
+        elif "classifier" in ckpt:
+            states = [ckpt["classifier"]]
+        else:
+            raise CheckpointError(
+                f"{path}: no 'classifier' or 'classifiers' in a probe checkpoint; keys {sorted(ckpt)}"
+            )
+        if len(states) != len(self.bank.probes) and len(self.bank.probes) == 1 and "classifier" in ckpt:
+            logger.info("%s holds %d probes: evaluating its best one (probe %s, 'classifier')", path, len(states),
+                        ckpt.get("best_probe", "?"))  # fmt: skip
+            states = [ckpt["classifier"]]
+        if len(states) != len(self.bank.probes):
+            raise CheckpointError(
+                f"{path} holds {len(states)} probe(s) but the config has {len(self.bank.probes)} "
+                "(optimization.multihead_kwargs)"
+            )
+        return states
+
+    def load_probes(self, path: str | Path) -> dict[str, Any]:
+        """``val_only``: the probes' weights from ``path``, strictly (nothing else: no optimizer state); returns
+        the checkpoint. Refuses probes of another encoder or of other encoder blocks."""
+        ckpt = read_checkpoint(path)
+        self._refuse_other_features(Path(path), ckpt, "evaluate it")
+        states = self.probe_states(ckpt, path)
+        names = [f"classifier {i}" for i in range(len(states))]
+        load_modules(dict(zip(names, states, strict=True)), dict(zip(names, self.bank.probes, strict=True)), path)
+        logger.info("val_only: evaluating %d probe(s) from %s (epoch %s)", len(states), path, ckpt.get("epoch", "?"))
+        return ckpt
+
+    def validate_only(self, path: str | Path) -> dict[str, Any]:
+        """``val_only``: evaluate the saved probes of ``path`` once on the validation split, without training;
+        their weights and the folder's checkpoint are left as they are. The results go to
+        ``results_val_only.json`` (the training run's ``results.json`` in the same folder is kept)."""
+        ckpt = self.load_probes(path)
+        self.files.prepare()
+        self.epoch = int(ckpt.get("epoch", 0))
+        self.history = [EpochResult(self.epoch, [], self.evaluate())]
+        summary = {**self.summary(), "val_only": True, "probe_checkpoint": str(path)}
+        if self.rank == 0:
+            out = self.folder / "results_val_only.json"
+            atomic_write(out, lambda f: f.write(json.dumps(summary, indent=2) + "\n"), "w")
+            logger.info(
+                "%s (%s) val_only, encoder %s: top-1 %.2f%%, top-5 %.2f%% over %s; results in %s",
+                summary["eval_name"], summary["tag"], self.encoder_id, summary["top1"], summary["top5"],
+                describe_val_samples(summary["val_samples"], summary["val_unreadable"]), out,
+            )  # fmt: skip
+        return summary
 
     def maybe_resume(self, force: bool = False) -> None:
         """Resume from ``latest`` when ``resume_checkpoint`` is set, or ``force`` (a requeued job, ``--resume``),
@@ -489,6 +579,8 @@ class ProbeTrainer:
 
     def train_epoch(self) -> list[dict[str, float]]:
         """Train every probe for epoch :attr:`epoch` (0-based); returns each probe's metrics over the epoch."""
+        if self.train_loader is None:
+            raise RuntimeError("val_only: this trainer has no training data")
         self.model.train()
         set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
         if set_epoch is not None:
@@ -583,7 +675,10 @@ class ProbeTrainer:
 
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Train (resuming when asked), evaluate after every epoch, write CSV/JSON; returns the summary. Refuses
-        (:class:`ConfigError`) an output folder that holds the results or probes of another encoder."""
+        (:class:`ConfigError`) an output folder that holds the results or probes of another encoder.
+        With ``val_only``: :meth:`validate_only` on the probe file :meth:`EvalConfig.find_probe_checkpoint` finds."""
+        if self.cfg.val_only:
+            return self.validate_only(self.cfg.find_probe_checkpoint())
         self.check_output_folder(resume=bool(resume or self.cfg.resume_checkpoint))
         self.files.prepare()
         self.maybe_resume(force=resume)
@@ -639,6 +734,7 @@ class ProbeTrainer:
             "tag": self.cfg.tag,
             "encoder_checkpoint": self.encoder_source,
             "random_init_encoder": self.encoder_source is None,
+            "out_layers": self.out_layers,
             "epochs": self.epoch,
             "world_size": self.world_size,
             "val_samples": last.val[best]["samples"] if last else None,  # scored: readable, each once
@@ -660,7 +756,7 @@ class ProbeTrainer:
 
 def run_eval(
     cfg: EvalConfig,
-    make_data: Callable[[EvalConfig, int, int], tuple[Batches, Batches, int]],
+    make_data: Callable[[EvalConfig, int, int], tuple[Batches | None, Batches, int]],
     device: torch.device | str = "cpu",
     *,
     rank: int = 0,
@@ -668,16 +764,20 @@ def run_eval(
     resume: bool = False,
 ) -> dict[str, Any]:
     """One frozen eval end to end: encoder, data (``make_data(cfg, rank, world_size) -> (train, val,
-    num_classes)``), probes, training, results. ``resume`` forces resuming (a requeued job)."""
+    num_classes)``; train is None with ``val_only``), probes, training (or, with ``val_only``, one evaluation of
+    the saved probes), results. ``resume`` forces resuming (a requeued job)."""
     from evals.encoder import FrozenTokens, build_frozen_encoder, make_encode
 
     device = torch.device(device)
+    if cfg.val_only:
+        cfg.find_probe_checkpoint()  # a missing probe file fails here, before the encoder and the data are built
     torch.manual_seed(cfg.pretrain.seed)
     encoder, source = build_frozen_encoder(cfg)
     tokens = FrozenTokens(
         encoder.to(device),
         attend_across_segments=cfg.optimization.attend_across_segments,
         image_frames=cfg.pretrain.frames_per_clip,
+        out_layers=cfg.wrapper.out_layers,
     )
     train, val, num_classes = make_data(cfg, rank, world_size)
     if cfg.data.num_classes is not None and cfg.data.num_classes != num_classes:
@@ -686,7 +786,7 @@ def run_eval(
         logger.info(
             "%s: encoder %s (%s), %d classes, %d probe(s), %d train batches per epoch on each of %d rank(s)",
             cfg.eval_name, source or "random init", type(encoder).__name__, num_classes, len(cfg.optimization.probes),
-            len(train), world_size,
+            0 if train is None else len(train), world_size,
         )  # fmt: skip
     trainer = ProbeTrainer(
         cfg, make_encode(tokens, device), train, val, embed_dim=tokens.embed_dim, num_heads=tokens.num_heads,

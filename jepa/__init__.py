@@ -12,6 +12,9 @@ __version__ = "0.1.0"
 
 # name -> the module that defines it
 _EXPORTS = {
+    "create_model": "jepa.hub",
+    "from_transformers": "jepa.convert",
+    "to_transformers": "jepa.convert",
     "load_classifier": "jepa.checkpoint",
     "load_encoder": "jepa.checkpoint",
     "load_predictor": "jepa.checkpoint",
@@ -32,16 +35,21 @@ __all__ = [
     "PredictorSpec",
     "build_encoder_from_spec",
     "build_predictor_from_spec",
+    "create_model",
+    "from_transformers",
     "load_classifier",
     "load_encoder",
     "load_predictor",
     "read_checkpoint",
     "save_checkpoint",
+    "to_transformers",
 ]
 
 if TYPE_CHECKING:
     from jepa.checkpoint import load_classifier, load_encoder, load_predictor, read_checkpoint, save_checkpoint
     from jepa.config.spec import EncoderSpec, ModelSpec, PredictorSpec
+    from jepa.convert import from_transformers, to_transformers
+    from jepa.hub import create_model
     from jepa.models.builder import build_encoder_from_spec, build_predictor_from_spec
 
 

@@ -10,18 +10,31 @@ the predictor, and the URL of the released training checkpoint (which holds ``en
     encoder = jepa.hub.load("vjepa_vitl16", pretrained=True)            # downloads once, then cached
     encoder, predictor = jepa.hub.load("ijepa_vith14_in1k", checkpoint="IN1K-vit.h.14-300e.pth.tar",
                                        with_predictor=True)
+
+Each release also carries timm-style input metadata (:attr:`Release.pretrained_cfg`: input size, frames, tubelet,
+mean / std, interpolation, crop fraction), from which its evaluation preprocessing is derived
+(:meth:`Release.preprocess`), and :func:`create_model` builds any release or size as timm's ``create_model`` does
+(trainable, ``model.pretrained_cfg`` set)::
+
+    model = jepa.create_model("vjepa2_vitl", pretrained=True, num_frames=16)
+    pre = jepa.hub.get_release("vjepa2_vitl").preprocess()
+
+The official V-JEPA 2 hub names (``vjepa2_vit_large``, ``vjepa2_vit_huge``, ``vjepa2_vit_giant``,
+``vjepa2_vit_giant_384``, ``vjepa2_preprocessor``) are here too, with the official keywords and return values
+(:func:`official_entry_point`, :func:`vjepa2_preprocessor`).
 """
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from jepa.checkpoint import (
     CheckpointError,
@@ -31,10 +44,12 @@ from jepa.checkpoint import (
     load_predictor,
     read_checkpoint,
 )
-from jepa.config.spec import EncoderSpec, ModelSpec, PredictorSpec
+from jepa.config.spec import VIT_SIZES, EncoderSpec, ModelSpec, PredictorSpec
+from jepa.data.transforms import IMAGENET_NORMALIZATION
 from jepa.models.builder import build_encoder_from_spec, build_predictor_from_spec
 from jepa.models.predictor import VisionTransformerPredictor
-from jepa.models.vision_transformer import VisionTransformer
+from jepa.models.vision_transformer import VisionTransformer, to_hw
+from jepa.preprocess import Preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +59,70 @@ Loaded = VisionTransformer | tuple[VisionTransformer, VisionTransformerPredictor
 _IJEPA_URL = "https://dl.fbaipublicfiles.com/ijepa"
 _VJEPA_URL = "https://dl.fbaipublicfiles.com/jepa"
 _VJEPA2_URL = "https://dl.fbaipublicfiles.com/vjepa2"
+# The evaluation crop: the short side is resized to crop / CROP_PCT (256 for a 224 crop), then centre-cropped.
+CROP_PCT = 224 / 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class PretrainedCfg:
+    """What a model expects of its input, in the terms of timm's ``pretrained_cfg`` (``model.pretrained_cfg`` of
+    :func:`create_model`, which ``timm.data.resolve_data_config(model=...)`` reads), so that preprocessing is derived
+    rather than guessed (:meth:`preprocess`).
+
+    Attributes:
+        url: the weights (None for a bare size).
+        input_size: ``(C, H, W)`` of one image or frame at the native resolution.
+        num_frames: frames per clip the model was built for (1: an image model).
+        tubelet_size: frames per token (None for an image model).
+        patch_size: pixels per token side.
+        mean, std: per-channel normalisation after scaling to ``[0, 1]`` (ImageNet's, for every release).
+        interpolation: of the evaluation resize: ``"bicubic"`` for images (I-JEPA / V-JEPA image evaluations),
+            ``"bilinear"`` for clips (the V-JEPA video evaluations and V-JEPA 2's hub preprocessor).
+        crop_pct: crop side / resized short side (224 / 256).
+        crop_mode: ``"center"``: one central crop.
+    """
+
+    url: str | None
+    input_size: tuple[int, int, int]
+    num_frames: int
+    tubelet_size: int | None
+    patch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: Literal["bicubic", "bilinear"]
+    crop_pct: float = CROP_PCT
+    crop_mode: Literal["center"] = "center"
+
+    @classmethod
+    def of(cls, spec: EncoderSpec | ModelSpec, url: str | None = None) -> "PretrainedCfg":
+        """The input metadata of an encoder spec (its native resolution, frames and tubelets)."""
+        e = spec.encoder if isinstance(spec, ModelSpec) else spec
+        h, w = to_hw(e.img_size)
+        mean, std = IMAGENET_NORMALIZATION
+        return cls(
+            url=url, input_size=(e.in_chans, h, w), num_frames=e.num_frames,
+            tubelet_size=e.tubelet_size if e.is_video else None, patch_size=e.patch_size,
+            mean=(float(mean[0]), float(mean[1]), float(mean[2])), std=(float(std[0]), float(std[1]), float(std[2])),
+            interpolation="bilinear" if e.is_video else "bicubic",
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """timm's ``pretrained_cfg`` dict (its keys, plus ``num_frames``, ``tubelet_size`` and ``patch_size``)."""
+        return {
+            "url": self.url, "input_size": self.input_size, "num_frames": self.num_frames,
+            "tubelet_size": self.tubelet_size, "patch_size": self.patch_size, "mean": self.mean, "std": self.std,
+            "interpolation": self.interpolation, "crop_pct": self.crop_pct, "crop_mode": self.crop_mode,
+            "num_classes": 0,
+        }  # fmt: skip
+
+    def preprocess(self) -> Preprocess:
+        """The evaluation preprocessing these settings describe: :class:`jepa.preprocess.Preprocess` at the native
+        crop, short side ``crop / crop_pct``, this normalisation (bicubic for images, bilinear for clips, which is
+        what :class:`Preprocess` does for each)."""
+        _, h, w = self.input_size
+        if h != w:
+            raise ValueError(f"input_size {h}x{w} is not square; build Preprocess(crop_size=...) explicitly")
+        return Preprocess(crop_size=h, resize_ratio=1 / self.crop_pct, normalization=(self.mean, self.std))
 
 
 @dataclass(frozen=True)
@@ -98,6 +177,16 @@ class Release:
         )
         predictor = PredictorSpec(**self.predictor) if self.predictor else None
         return ModelSpec(encoder=encoder, predictor=predictor)
+
+    @property
+    def pretrained_cfg(self) -> PretrainedCfg:
+        """The release's input metadata (timm's ``pretrained_cfg``): native resolution, frames, tubelets, ImageNet
+        mean / std, the evaluation resize and crop."""
+        return PretrainedCfg.of(self.spec(), url=self.url)
+
+    def preprocess(self) -> Preprocess:
+        """The release's evaluation preprocessing, derived from :attr:`pretrained_cfg`."""
+        return self.pretrained_cfg.preprocess()
 
     @property
     def file_name(self) -> str:
@@ -336,3 +425,134 @@ def entry_point(name: str) -> Callable[..., Loaded]:
         "(``num_frames``, ``img_size``, ...)."
     )
     return make
+
+
+# Parameters that a model builds frozen: the fixed sine-cosine position tables (see frozen_sincos_embed).
+_FIXED_TABLES = ("pos_embed", "predictor_pos_embed")
+
+
+def _as_built(model: M) -> M:
+    """Undo :func:`_frozen`: every parameter trainable again but the fixed position tables, training mode, as the
+    constructors leave a model."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name not in _FIXED_TABLES)
+    return model.train()
+
+
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    checkpoint_path: str | os.PathLike | None = None,
+    *,
+    which: str = "target_encoder",
+    **kwargs: Any,
+) -> VisionTransformer:
+    """An encoder by name, as timm's ``create_model``: a release of :data:`RELEASES` or a size of
+    :data:`jepa.config.spec.VIT_SIZES`, trainable and in training mode, with ``model.pretrained_cfg`` (a dict, see
+    :class:`PretrainedCfg`) for ``timm.data.resolve_data_config``.
+
+    Args:
+        name: ``"vjepa2_vitl"``, ``"ijepa_vith14_in1k"``, ... or ``"vit_large"``, ...
+        pretrained: load the release's weights (downloaded once, see :func:`download`); a bare size has none.
+        checkpoint_path: a local checkpoint (official layout, or a plain state dict) to load instead.
+        which: the encoder of a training checkpoint: ``"target_encoder"`` (EMA) or ``"encoder"``.
+        **kwargs: architecture overrides, the :class:`VisionTransformer` keywords (``num_frames``, ``img_size``,
+            ``drop_path_rate``, ``use_activation_checkpointing``, ...), through :meth:`Release.spec` (or, for a
+            size, :meth:`jepa.config.spec.EncoderSpec.of`); a misspelt one is a ``TypeError``.
+    """
+    if name in RELEASES:
+        release = RELEASES[name]
+        spec = release.spec(**kwargs)
+        url: str | None = release.url
+        if pretrained or checkpoint_path is not None:
+            model = _as_built(load(release, pretrained=pretrained, checkpoint=checkpoint_path, which=which, **kwargs))
+        else:
+            model = build_encoder_from_spec(spec)
+    elif name in VIT_SIZES:
+        if pretrained:
+            raise ValueError(f"{name} is a size without released weights; name a release: {', '.join(RELEASES)}")
+        spec = ModelSpec(encoder=EncoderSpec.of(name, **kwargs))
+        url = None
+        if checkpoint_path is not None:
+            model = _as_built(load_encoder(checkpoint_path, which=which, spec=spec))
+        else:
+            model = build_encoder_from_spec(spec)
+    else:
+        raise ValueError(f"unknown model {name!r}; releases: {', '.join(RELEASES)}; sizes: {', '.join(VIT_SIZES)}")
+    model.pretrained_cfg = PretrainedCfg.of(spec, url=url).to_dict()
+    return model
+
+
+# The official V-JEPA 2 torch.hub names and the release each one is.
+OFFICIAL_HUB_NAMES = {
+    "vjepa2_vit_large": "vjepa2_vitl",
+    "vjepa2_vit_huge": "vjepa2_vith",
+    "vjepa2_vit_giant": "vjepa2_vitg",
+    "vjepa2_vit_giant_384": "vjepa2_vitg_384",
+}
+
+
+def official_entry_point(name: str) -> Callable[..., tuple[VisionTransformer, VisionTransformerPredictor]]:
+    """The official V-JEPA 2 hub entry point ``name`` (a key of :data:`OFFICIAL_HUB_NAMES`), a drop-in for
+    ``torch.hub.load("facebookresearch/vjepa2", name)``.
+
+    As the official one it takes ``pretrained`` (keyword only, default True) and architecture keywords (``num_frames``,
+    ``patch_size``, ``tubelet_size``, ``use_sdpa``, ``use_activation_checkpointing``, ... which reach encoder and
+    predictor alike), loads the checkpoint's ``encoder`` (the official hub's choice; ``which="target_encoder"`` takes
+    the EMA one) and returns ``(encoder, predictor)`` trainable and in training mode, as built. Unlike the official
+    one it loads strictly (only the unused position tables of the files are dropped, logged), and also takes
+    ``checkpoint=`` (a local file instead of the download) and ``img_size``.
+    """
+    release = OFFICIAL_HUB_NAMES[name]
+
+    def make(
+        *,
+        pretrained: bool = True,
+        checkpoint: PathOrState | None = None,
+        which: str = "encoder",
+        **kwargs: Any,
+    ) -> tuple[VisionTransformer, VisionTransformerPredictor]:
+        encoder, predictor = load(release, pretrained=pretrained, checkpoint=checkpoint, which=which,
+                                  with_predictor=True, **kwargs)  # fmt: skip
+        return _as_built(encoder), _as_built(predictor)
+
+    r = RELEASES[release]
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = (
+        f"V-JEPA 2 {r.model_name}, {r.img_size} px, and its predictor: the official hub's {name} (release "
+        f"{release}); returns (encoder, predictor), trainable. See :func:`jepa.hub.official_entry_point`."
+    )
+    return make
+
+
+class VJEPA2Preprocessor:
+    """The official ``vjepa2_preprocessor``: V-JEPA 2's evaluation transform of one clip, returning a list with one
+    view ``[3, T, crop_size, crop_size]`` as the official one does (resize the short side to
+    ``int(crop_size * 256 / 224)``, bilinear, centre crop, ImageNet normalisation; :class:`jepa.preprocess.Preprocess`
+    does the work).
+
+    Call with a clip: a uint8 array or tensor ``[T, H, W, 3]``, a uint8 tensor ``[T, 3, H, W]`` (the layout of the
+    official demo, which decodes with ``permute(0, 3, 1, 2)``), or a sequence of ``[H, W, 3]`` frames.
+    """
+
+    def __init__(self, crop_size: int = 256) -> None:
+        self.crop_size = crop_size
+        self.preprocess = Preprocess(crop_size=crop_size, resize_ratio=1 / CROP_PCT)
+
+    def __call__(self, clip: Tensor | np.ndarray | Sequence[Tensor | np.ndarray]) -> list[Tensor]:
+        if isinstance(clip, Sequence):
+            clip = torch.stack([torch.as_tensor(np.asarray(f)) for f in clip])
+        if isinstance(clip, Tensor) and clip.dim() == 4 and clip.shape[1] == 3 and clip.shape[-1] != 3:
+            clip = clip.permute(0, 2, 3, 1)  # [T, 3, H, W] -> [T, H, W, 3]
+        if clip.ndim != 4:
+            raise ValueError(f"expected a clip [T, H, W, 3] or [T, 3, H, W], got shape {tuple(clip.shape)}")
+        return [self.preprocess(clip)]
+
+    def __repr__(self) -> str:
+        return f"VJEPA2Preprocessor(crop_size={self.crop_size})"
+
+
+def vjepa2_preprocessor(*, pretrained: bool = True, crop_size: int = 256) -> VJEPA2Preprocessor:
+    """The official hub's ``vjepa2_preprocessor``: V-JEPA 2's evaluation transform (see :class:`VJEPA2Preprocessor`).
+    ``pretrained`` is accepted for the official signature; a transform has no weights."""
+    return VJEPA2Preprocessor(crop_size=crop_size)

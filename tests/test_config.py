@@ -222,7 +222,7 @@ def _edit(section: str, **values):
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        pytest.param(_edit("optimization", epochs=5, warmup=6), ["warmup", "epochs=5"], id="warmup>epochs"),
+        pytest.param(_edit("optimization", warmup=-1), ["optimization.warmup: got -1", "epochs >= 0"], id="warmup<0"),
         pytest.param(_edit("data", crop_size=30), ["crop_size 30", "patch_size 8"], id="crop-not-multiple"),
         pytest.param(_edit("", app="vjepa"), ["V-JEPA", "list"], id="vjepa-with-mask-mapping"),
         pytest.param(_edit("", mask=[{"num_blocks": 8}]), ["I-JEPA", "mapping"], id="ijepa-with-mask-list"),
@@ -314,7 +314,7 @@ def test_override_is_validated(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'lr'"):
         load_pretrain_config(path, ["optimization.lrr=1e-4"])
     with pytest.raises(ConfigError, match="warmup"):
-        load_pretrain_config(path, ["optimization.warmup=10"])
+        load_pretrain_config(path, ["optimization.warmup=-10"])
     with pytest.raises(ConfigError, match="not KEY=VALUE"):
         load_pretrain_config(path, ["foo"])
 

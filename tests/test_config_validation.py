@@ -134,7 +134,7 @@ IMPOSSIBLE = [
     (IMAGE, "data.dataset_type=digts", "data.dataset_type: got 'digts'"),
     (IMAGE, "data.dataset_type=moving_digits", "app ijepa reads image data sets"),
     (IMAGE, "optimization.epochs=0", "optimization.epochs"),
-    (IMAGE, "optimization.warmup=3", "optimization.warmup (3.0) must lie in [0, epochs=2]"),
+    (IMAGE, "optimization.warmup=-3", "optimization.warmup: got -3.0, expected epochs >= 0"),
     (IMAGE, "data.batch_size=0", "data.batch_size: got 0"),
     (IMAGE, "data.num_workers=-1", "data.num_workers: got -1"),
     (IMAGE, "optimization.ema=[1.0, 0.99]", "optimization.ema"),

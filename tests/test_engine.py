@@ -611,8 +611,8 @@ def test_nan_loss_stops_without_overwriting_the_checkpoint(tmp_path, monkeypatch
     before, mtime = latest.read_bytes(), latest.stat().st_mtime_ns
     forward = trainer.model.forward
 
-    def nan_forward(x, mask_sets):
-        out = forward(x, mask_sets)
+    def nan_forward(*args, **kwargs):
+        out = forward(*args, **kwargs)
         out.loss = out.loss * float("nan")
         return out
 

@@ -71,9 +71,7 @@ def test_official_vjepa_eval_configs_validate_unchanged(path):
 def test_official_vjepa2_classification_configs_validate(path):
     raw = yaml.safe_load(path.read_text())
     if raw["eval_name"] not in ("video_classification_frozen", "image_classification_frozen"):
-        with pytest.raises(ConfigError, match="eval_name"):
-            load_eval_config(path)
-        return
+        pytest.skip("action anticipation: tests/test_vjepa2_evals.py checks it")
     cfg = load_eval_config(path)
     heads = raw["experiment"]["optimization"]["multihead_kwargs"]
     assert [p.lr for p in cfg.optimization.probes] == [h["lr"] for h in heads]

@@ -61,16 +61,16 @@ def test_forward_intermediates_equals_out_layers(num_frames, use_rope):
         enc.out_layers = [0, 2]
         ref = enc(x)
         enc.out_layers = None
-        got = enc.forward_intermediates(x, [0, -1])
+        got = enc.forward_intermediates(x, [0, -1], norm=True, intermediates_only=True)
         assert len(got) == 2 and all(g.shape == (2, num_tokens(num_frames), EMBED_DIM) for g in got)
         for g, r in zip(got, ref):
             torch.testing.assert_close(g, r, atol=0, rtol=0)
         # An int n is the last n blocks; the last block's normalised output is forward_features.
-        last_two = enc.forward_intermediates(x, 2)
+        last_two = enc.forward_intermediates(x, 2, norm=True, intermediates_only=True)
         torch.testing.assert_close(last_two[1], enc.forward_features(x), atol=0, rtol=0)
         assert not torch.allclose(last_two[0], last_two[1])
         # Repeats and order do not matter: outputs come in block order.
-        again = enc.forward_intermediates(x, [2, 0, 0])
+        again = enc.forward_intermediates(x, [2, 0, 0], norm=True, intermediates_only=True)
         for g, r in zip(again, ref):
             torch.testing.assert_close(g, r, atol=0, rtol=0)
 
@@ -79,8 +79,8 @@ def test_forward_intermediates_without_norm_is_the_residual_stream():
     enc = encoder(FRAMES)
     x = make_input(FRAMES)
     with torch.no_grad():
-        raw = enc.forward_intermediates(x, [1, 2], norm=False)
-        normed = enc.forward_intermediates(x, [1, 2])
+        raw = enc.forward_intermediates(x, [1, 2], intermediates_only=True)
+        normed = enc.forward_intermediates(x, [1, 2], norm=True, intermediates_only=True)
         for r, n in zip(raw, normed):
             torch.testing.assert_close(enc.norm(r), n, atol=0, rtol=0)
             assert not torch.allclose(r, n)
@@ -98,7 +98,7 @@ def test_forward_intermediates_with_masks(num_frames, use_rope):
         enc.out_layers = [1]
         ref = enc(x, masks=mask)[0]
         enc.out_layers = None
-        (got,) = enc.forward_intermediates(x, [1], masks=mask)
+        (got,) = enc.forward_intermediates(x, [1], norm=True, intermediates_only=True, masks=mask)
     assert got.shape == (2, 5, EMBED_DIM)
     torch.testing.assert_close(got, ref, atol=0, rtol=0)
 
@@ -117,7 +117,7 @@ def test_forward_intermediates_stops_after_the_last_block_asked_for():
     for i, blk in enumerate(enc.blocks):
         blk.register_forward_hook(lambda *_, i=i: calls.append(i))
     with torch.no_grad():
-        enc.forward_intermediates(make_input(1), [0])
+        enc.forward_intermediates(make_input(1), [0], intermediates_only=True)
     assert calls == [0]
 
 
@@ -199,7 +199,7 @@ def test_other_frame_counts_and_resolutions(use_rope, frames, size):
     x = make_input(frames, img_size=size)
     with torch.no_grad():
         tokens = enc.forward_features(x)
-        inter = enc.forward_intermediates(x, 2)
+        inter = enc.forward_intermediates(x, 2, norm=True, intermediates_only=True)
     grid = enc.input_grid(x)
     assert grid == (frames // TUBELET, size[0] // PATCH, size[1] // PATCH)
     assert tokens.shape == (2, grid[0] * grid[1] * grid[2], EMBED_DIM)

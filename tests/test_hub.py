@@ -40,6 +40,9 @@ EXPECTED = {
     "vjepa2_vitg": ("vit_giant_xformers", 256, 16, 64, 2, True, 12, 12, 10),
     "vjepa2_vitg_384": ("vit_giant_xformers", 384, 16, 64, 2, True, 12, 12, 10),
 }
+# The official V-JEPA 2 hub's names (facebookresearch/vjepa2 hubconf.py) and the release each one loads.
+OFFICIAL = {"vjepa2_vit_large": "vjepa2_vitl", "vjepa2_vit_huge": "vjepa2_vith", "vjepa2_vit_giant": "vjepa2_vitg",
+            "vjepa2_vit_giant_384": "vjepa2_vitg_384"}  # fmt: skip
 # Published sizes, in millions of parameters (I-JEPA: ViT-H 632M, ViT-g 1011M; V-JEPA 2: 300M / 600M / 1B).
 PUBLISHED_M = {"ijepa_vith14_in1k": 631, "ijepa_vitg16_in22k": 1011, "vjepa_vitl16": 305, "vjepa2_vitl": 304,
                "vjepa2_vith": 632, "vjepa2_vitg": 1012}  # fmt: skip
@@ -77,7 +80,8 @@ def test_hubconf_lists_every_release_and_its_dependencies():
     import hubconf
 
     entries = [f for f in dir(hubconf) if callable(getattr(hubconf, f)) and not f.startswith("_")]
-    assert sorted(entries) == sorted(EXPECTED) == sorted(NAMES)
+    assert sorted(EXPECTED) == sorted(NAMES)
+    assert sorted(entries) == sorted([*EXPECTED, *OFFICIAL, "vjepa2_preprocessor"])
 
     for dep in hubconf.dependencies:
         __import__(dep)
@@ -298,3 +302,76 @@ def test_loading_at_another_resolution_resamples_the_table(tmp_path):
     x = torch.randn(1, 3, 4, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(big(x), jepa.hub.load(release, checkpoint=path)(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_official_vjepa2_names_build_what_the_official_hub_does(name):
+    import inspect
+
+    import hubconf
+
+    entry = getattr(hubconf, name)
+    params = inspect.signature(entry).parameters
+    assert params["pretrained"].kind is inspect.Parameter.KEYWORD_ONLY and params["pretrained"].default is True
+    with torch.device("meta"):
+        encoder, predictor = entry(pretrained=False)  # always (encoder, predictor), as the official entry points
+        ours, ours_pred = getattr(hubconf, OFFICIAL[name])(pretrained=False, with_predictor=True)
+        short, short_pred = entry(pretrained=False, num_frames=16)  # keywords reach encoder and predictor
+    assert str(encoder) == str(ours) and str(predictor) == str(ours_pred)
+    assert short.num_frames == short_pred.num_frames == 16
+    # As built, like the official modules: trainable (but the fixed tables, absent with RoPE) and in training mode.
+    for model in (encoder, predictor):
+        assert model.training and all(p.requires_grad for p in model.parameters())
+    with pytest.raises(TypeError):
+        entry(False)  # pretrained is keyword-only there too
+
+
+def test_official_vjepa2_name_downloads_and_loads_the_encoder_key(tmp_path, monkeypatch):
+    # The official hub loads the checkpoint's "encoder" (not "target_encoder") from BASE_URL/vitl.pt.
+    monkeypatch.setitem(jepa.hub.RELEASES, "vjepa2_vitl", tiny("vjepa2_vitl"))
+    encoder, predictor = perturbed("vjepa2_vitl")
+    source = tmp_path / "served.pt"
+    ckpt = official_checkpoint(encoder, predictor, source)
+    calls = []
+
+    def fake_download(url, dst, progress=True):
+        calls.append(url)
+        shutil.copyfile(source, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        import hubconf
+
+        loaded, loaded_pred = hubconf.vjepa2_vit_large()
+        ema, _ = hubconf.vjepa2_vit_large(which="target_encoder")
+    finally:
+        torch.hub.set_dir(previous)
+    assert calls == ["https://dl.fbaipublicfiles.com/vjepa2/vitl.pt"]
+    assert_same_weights(loaded, strip(ckpt["encoder"]))
+    assert_same_weights(ema, strip(ckpt["target_encoder"]))
+    assert_same_weights(loaded_pred, strip(ckpt["predictor"]))
+    assert loaded.training and all(p.requires_grad for p in [*loaded.parameters(), *loaded_pred.parameters()])
+
+
+def test_official_preprocessor_returns_one_view_as_the_official_transform():
+    import hubconf
+    from jepa.preprocess import Preprocess
+
+    processor = hubconf.vjepa2_preprocessor()
+    assert processor.crop_size == 256
+    g = torch.Generator().manual_seed(0)
+    clip = torch.randint(0, 256, (4, 300, 400, 3), dtype=torch.uint8, generator=g)
+    views = processor(clip)
+    assert isinstance(views, list) and len(views) == 1 and views[0].shape == (3, 4, 256, 256)
+    # The official transform: short side int(256 * 256 / 224) = 292, centre crop 256, ImageNet normalisation.
+    expected = Preprocess(crop_size=256, resize_ratio=292 / 256)(clip)
+    torch.testing.assert_close(views[0], expected, atol=0, rtol=0)
+    # Clips as numpy [T, H, W, 3], as frames, and as the official demo's [T, 3, H, W] tensors give the same view.
+    for same in (clip.numpy(), list(clip.numpy()), clip.permute(0, 3, 1, 2)):
+        torch.testing.assert_close(processor(same)[0], expected, atol=0, rtol=0)
+    small = hubconf.vjepa2_preprocessor(pretrained=False, crop_size=224)(clip)[0]
+    assert small.shape == (3, 4, 224, 224)
+    with pytest.raises(TypeError):
+        hubconf.vjepa2_preprocessor(crop=224)

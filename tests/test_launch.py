@@ -128,8 +128,9 @@ class RecordingExecutor:
 def recorded(monkeypatch):
     executors: dict[tuple[int, int], RecordingExecutor] = {}
 
-    def make(args, nodes, tasks_per_node, name):
+    def make(args, nodes, tasks_per_node, name, *, cpus_per_task=None, mem_per_gpu=None):
         executors[nodes, tasks_per_node] = RecordingExecutor((nodes, tasks_per_node))
+        executors[nodes, tasks_per_node].resources = (cpus_per_task, mem_per_gpu)
         return executors[nodes, tasks_per_node]
 
     monkeypatch.setattr("jepa.runtime.launch.make_executor", make)

@@ -39,6 +39,7 @@ def make_train_transform(cfg: EvalConfig):
 
 
 def make_datasets(cfg: EvalConfig):
+    """The training split (None with ``val_only``: nothing is trained), the validation split, the classes."""
     d = cfg.data
     name = d.image_dataset.lower()
     kind = name if name in ("digits", "mnist5k") else "imagefolder"
@@ -48,8 +49,10 @@ def make_datasets(cfg: EvalConfig):
     )  # fmt: skip
     # Unreadable training images are replaced by random ones; unreadable validation images are skipped and
     # listed, so that the metrics count each readable image once (see jepa.data.RobustDataset).
-    train = dataset(split="train", transform=make_train_transform(cfg), on_error="random")
     val = dataset(split="val", transform=make_eval_transforms(cfg.resolution), on_error="skip")
+    if cfg.val_only:  # nothing is trained: the training split is not read
+        return None, val, len(val.classes)
+    train = dataset(split="train", transform=make_train_transform(cfg), on_error="random")
     num_classes = len(train.classes)
     if len(val.classes) != num_classes:
         raise ValueError(f"{d.dataset_name}: train has {num_classes} class folders but val has {len(val.classes)}")

@@ -47,10 +47,10 @@ def annotation_files(cfg: EvalConfig, split: Literal["train", "val"]) -> tuple[l
     return _as_list(paths), None
 
 
-def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset, VideoDataset, int]:
+def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset | None, VideoDataset, int]:
+    """The training split (None with ``val_only``: nothing is trained), the validation split, the classes."""
     d, aug, opt = cfg.data, cfg.data_aug, cfg.optimization
-    train_csvs, builtin_classes = annotation_files(cfg, "train")
-    val_csvs, _ = annotation_files(cfg, "val")
+    val_csvs, builtin_classes = annotation_files(cfg, "val")
     dataset = partial(
         VideoDataset,
         frames_per_clip=d.frames_per_clip,
@@ -62,20 +62,22 @@ def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset, VideoDataset, int]:
     )
     # An unreadable training video is replaced by a random one; an unreadable validation video is skipped and
     # listed, so that the metrics count each readable video once (see jepa.data.RobustDataset).
-    train = dataset(
-        train_csvs,
-        num_clips=d.num_segments if opt.attend_across_segments else 1,
-        random_clip_sampling=True,
-        on_error="random",
-        transform=VideoTrainTransform(
-            crop_size=cfg.resolution,
-            random_resize_scale=aug.random_resize_scale,
-            random_resize_aspect_ratio=aug.random_resize_aspect_ratio,
-            horizontal_flip=bool(aug.horizontal_flip),
-            auto_augment=aug.auto_augment,
-            reprob=aug.reprob,
-        ),
-    )
+    train = None
+    if not cfg.val_only:
+        train = dataset(
+            annotation_files(cfg, "train")[0],
+            num_clips=d.num_segments if opt.attend_across_segments else 1,
+            random_clip_sampling=True,
+            on_error="random",
+            transform=VideoTrainTransform(
+                crop_size=cfg.resolution,
+                random_resize_scale=aug.random_resize_scale,
+                random_resize_aspect_ratio=aug.random_resize_aspect_ratio,
+                horizontal_flip=bool(aug.horizontal_flip),
+                auto_augment=aug.auto_augment,
+                reprob=aug.reprob,
+            ),
+        )
     views = d.num_views_per_segment
     val = dataset(
         val_csvs,
@@ -90,6 +92,8 @@ def make_datasets(cfg: EvalConfig) -> tuple[VideoDataset, VideoDataset, int]:
     if num_classes is None:
         raise ValueError("data.num_classes must be given for annotation-CSV data")
     for name, split in (("dataset_train", train), ("dataset_val", val)):
+        if split is None:
+            continue
         bad = split.targets[(split.targets < 0) | (split.targets >= num_classes)]
         if len(bad):
             raise ValueError(f"data.{name}: label {int(bad[0])} is outside [0, num_classes={num_classes})")

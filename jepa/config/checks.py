@@ -16,6 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from jepa.config.anticipation import AnticipationConfig
 from jepa.config.evals import EvalConfig, checkpoint_disagreements
 from jepa.config.pretrain import BUILTIN_IMAGES, PretrainConfig, model_spec_from_config_dict
 from jepa.config.strict import ConfigError
@@ -51,7 +52,9 @@ def _missing_top_level(path: Path) -> Path | None:
     return None if top.exists() else top
 
 
-def check_paths(cfg: PretrainConfig | EvalConfig, *, resume: bool = False, validate_only: bool = False) -> None:
+def check_paths(
+    cfg: PretrainConfig | EvalConfig | AnticipationConfig, *, resume: bool = False, validate_only: bool = False
+) -> None:
     """Refuse, as one :class:`ConfigError`, every path of ``cfg`` that a run here would fail on.
 
     Pretraining: each annotation CSV of ``data.datasets`` exists and its first lines parse as ``<path> <int
@@ -72,8 +75,12 @@ def check_paths(cfg: PretrainConfig | EvalConfig, *, resume: bool = False, valid
         _check_pretrain(cfg, problems, resume)
     elif isinstance(cfg, EvalConfig):
         _check_eval(cfg, problems)
+    elif isinstance(cfg, AnticipationConfig):  # its input paths: AnticipationConfig.path_problems
+        for key, path, message in cfg.path_problems():
+            problems.add(key, path, message)
+        _check_writable("folder (the eval's outputs)", cfg.output_folder, problems)
     else:
-        raise TypeError(f"check_paths takes a PretrainConfig or an EvalConfig, got {type(cfg).__name__}")
+        raise TypeError(f"check_paths takes a pretrain or an eval config, got {type(cfg).__name__}")
     if len(problems.messages) == 1:
         raise ConfigError(problems.messages[0])
     if problems.messages:
@@ -103,17 +110,18 @@ def _check_pretrain(cfg: PretrainConfig, problems: _Problems, resume: bool) -> N
 
 def _check_eval(cfg: EvalConfig, problems: _Problems) -> None:
     d = cfg.data
+    splits = ("val",) if cfg.val_only else ("train", "val")  # val_only reads no training data
     if cfg.is_video:
         if d.dataset_type.lower() != "moving_digits":
-            for key in ("dataset_train", "dataset_val"):
+            for key in (f"dataset_{split}" for split in splits):
                 paths = getattr(d, key)
                 paths = [paths] if isinstance(paths, str) else list(paths)
                 for i, csv in enumerate(paths):
                     where = f"data.{key}" if len(paths) == 1 else f"data.{key}[{i}]"
                     _check_csv(where, Path(csv), problems, d.num_classes)
     elif d.image_dataset.lower() not in BUILTIN_IMAGES:
-        classes = [_check_image_split(d.root_path, d.image_folder, split, problems) for split in ("train", "val")]
-        if None not in classes and classes[0] != classes[1]:
+        classes = [_check_image_split(d.root_path, d.image_folder, split, problems) for split in splits]
+        if len(classes) == 2 and None not in classes and classes[0] != classes[1]:
             problems.messages.append(
                 f"data.root_path / data.image_folder: train has {classes[0]} class folders but val has {classes[1]}"
             )
@@ -123,6 +131,12 @@ def _check_eval(cfg: EvalConfig, problems: _Problems) -> None:
             _check_checkpoint_config(cfg, path, problems)
         else:
             problems.add("pretrain.checkpoint", path, f"{path} does not exist (pretrain.folder / pretrain.checkpoint)")
+    if cfg.val_only:
+        try:
+            cfg.find_probe_checkpoint()
+        except FileNotFoundError as e:
+            problems.add("probe_checkpoint" if cfg.probe_checkpoint else "val_only", cfg.probe_checkpoint_paths()[0],
+                         str(e).partition(": ")[2])  # fmt: skip
     _check_writable("folder (the eval's outputs)", cfg.output_folder, problems)
 
 

@@ -17,13 +17,20 @@ Extensions beyond the official schema: ``optimization.multihead_kwargs`` (V-JEPA
 on the same features, one per entry of hyper-parameters, selected on validation; ``classifier`` sets the probe's
 heads and blocks; ``folder`` sets where outputs go (default: ``<pretrain.folder>/<eval_name>/<tag>``, as
 officially); the built-in data sets ``moving_digits`` (video) and ``digits`` / ``mnist5k`` (images) run anywhere.
+
+V-JEPA 2 files (``experiment`` + ``model_kwargs``) are mapped key by key (:func:`normalize_vjepa2`): their
+``wrapper_kwargs`` become ``wrapper`` (``out_layers``: a multi-level probe over several blocks' tokens),
+``pretrain_kwargs.predictor`` becomes ``predictor``, ``module_name`` is checked against ``eval_name``, and
+``val_only: true`` (the official inference files) evaluates saved probes once without training them. Keys that
+nothing reads are listed in one registry (:func:`accepted_unused_keys`) and logged when a file sets them.
 """
 
 import copy
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from jepa.config.pretrain import check_betas, check_encoder_size, encoder_size
 from jepa.config.spec import ARCHITECTURE_KEYS, EncoderSpec, ModelSpec, spec_differences
@@ -34,13 +41,28 @@ from jepa.config.strict import (
     check_range,
     from_dict,
     ignored,
+    ignored_keys,
     read_yaml_sections,
     require,
     set_fields,
     warn_unused,
 )
 
-EVAL_NAMES = ("video_classification_frozen", "image_classification_frozen")
+if TYPE_CHECKING:
+    from jepa.config.anticipation import AnticipationConfig
+
+logger = logging.getLogger(__name__)
+
+EVAL_NAMES = ("video_classification_frozen", "image_classification_frozen", "action_anticipation_frozen")
+# The official V-JEPA 2 ``model_kwargs.module_name`` of each eval (the wrapper its code builds around the encoder).
+MODULE_NAMES = {
+    "video_classification_frozen": (
+        "evals.video_classification_frozen.modelcustom.vit_encoder_multiclip",
+        "evals.video_classification_frozen.modelcustom.vit_encoder_multiclip_multilevel",
+    ),
+    "image_classification_frozen": ("evals.image_classification_frozen.modelcustom.vit_encoder",),
+    "action_anticipation_frozen": ("evals.action_anticipation_frozen.modelcustom.vit_encoder_predictor_concat_ar",),
+}
 VIDEO_DATASET_TYPES = ("VideoDataset", "moving_digits")
 IMAGE_DATASET_NAMES = ("ImageNet", "iNat21", "Places205", "ImageFolder", "digits", "mnist5k")
 BUILTIN_IMAGES = ("digits", "mnist5k")
@@ -255,6 +277,74 @@ class ClassifierConfig:
 
 
 @dataclass(kw_only=True)
+class WrapperConfig:
+    """How the frozen encoder's tokens are formed (V-JEPA 2's ``model_kwargs.wrapper_kwargs``; defaults are the
+    official wrappers').
+
+    ``out_layers``: the blocks whose outputs (each through the encoder's final norm) the probe reads, their tokens
+    concatenated (V-JEPA 2's multi-level probe); null: the last block only. ``max_frames``: the frames the temporal
+    position table of ``use_pos_embed`` covers (the official wrapper neither splits nor truncates longer clips;
+    with ``use_pos_embed`` false, as in every official file, it has no effect). ``img_as_video_nframes``:
+    an image becomes a static clip of that many frames for a video encoder. ``no_predictor``, ``num_output_frames``,
+    ``num_steps``: the anticipation eval's use of the predictor (skip it; frames it predicts per step; steps).
+    """
+
+    out_layers: list[int] | None = None
+    max_frames: int = ignored(128, "it only sizes the temporal position table of use_pos_embed, which is false")
+    use_pos_embed: bool = False
+    img_as_video_nframes: int | None = None
+    no_predictor: bool = False
+    num_output_frames: int = 2
+    num_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.out_layers is not None:
+            require(len(self.out_layers) >= 1 and all(i >= 0 for i in self.out_layers), "out_layers",
+                    self.out_layers, "null or a non-empty list of block indices >= 0")  # fmt: skip
+            require(len(set(self.out_layers)) == len(self.out_layers), "out_layers", self.out_layers,
+                    "distinct block indices")  # fmt: skip
+        require(self.max_frames >= 1, "max_frames", self.max_frames, "an int >= 1")
+        # The official table is indexed by the frame positions of each clip in its video, which our clip batches
+        # do not carry; every official file sets false.
+        require(not self.use_pos_embed, "use_pos_embed", self.use_pos_embed,
+                "false (a temporal position table across segments is not implemented)")  # fmt: skip
+        require(self.img_as_video_nframes is None or self.img_as_video_nframes >= 1, "img_as_video_nframes",
+                self.img_as_video_nframes, "null or an int >= 1")  # fmt: skip
+        require(self.num_output_frames >= 1, "num_output_frames", self.num_output_frames, "an int >= 1")
+        require(self.num_steps >= 1, "num_steps", self.num_steps, "an int >= 1")
+
+
+@dataclass(kw_only=True)
+class EvalPredictorConfig:
+    """The pretrained predictor an eval runs after the frozen encoder (V-JEPA 2's
+    ``model_kwargs.pretrain_kwargs.predictor``; the action anticipation eval). The defaults are the official
+    predictor's; its width, patch and tubelet sizes come from the encoder."""
+
+    model_name: str = "vit_predictor"
+    checkpoint_key: str = "predictor"
+    num_frames: int = 1
+    depth: int = 6
+    num_heads: int = 12
+    predictor_embed_dim: int = 384
+    num_mask_tokens: int = 2
+    uniform_power: bool = False
+    use_mask_tokens: bool = False
+    use_sdpa: bool = True
+    use_silu: bool = False
+    wide_silu: bool = True
+    use_rope: bool = False
+
+    def __post_init__(self) -> None:
+        require(self.model_name == "vit_predictor", "model_name", self.model_name, "'vit_predictor'")
+        for name in ("num_frames", "depth", "num_heads", "predictor_embed_dim", "num_mask_tokens"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), "an int >= 1")
+        if self.predictor_embed_dim % self.num_heads:
+            raise ConfigError(
+                f"num_heads {self.num_heads} does not divide predictor_embed_dim {self.predictor_embed_dim}"
+            )
+
+
+@dataclass(kw_only=True)
 class EvalConfig:
     """A whole frozen evaluation."""
 
@@ -271,12 +361,30 @@ class EvalConfig:
     pretrain: EvalPretrainConfig = field(default_factory=EvalPretrainConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     data_aug: EvalAugConfig = field(default_factory=EvalAugConfig)
+    wrapper: WrapperConfig = field(default_factory=WrapperConfig)
+    predictor: EvalPredictorConfig | None = None  # read by the action anticipation eval only
+    module_name: str | None = None  # V-JEPA 2's wrapper module (MODULE_NAMES); checked against eval_name
+    # Evaluate saved probes once, without training (V-JEPA 2's inference configs): from probe_checkpoint, or from
+    # the output folder's latest (ours, <write_tag>-latest.pth.tar, or the official latest.pt).
+    val_only: bool = False
+    probe_checkpoint: str | None = None  # val_only: the probe file (relative to the output folder unless absolute)
 
     @property
     def is_video(self) -> bool:
         return self.eval_name == "video_classification_frozen"
 
     def __post_init__(self) -> None:
+        check_module_name(self.eval_name, self.module_name, self.wrapper.out_layers)
+        check_out_layers(self.wrapper.out_layers, self.pretrain.size["depth"])
+        if self.predictor is not None:
+            warn_unused("predictor", f"{self.eval_name} runs the encoder only (a predictor is read by "
+                        "action_anticipation_frozen)")  # fmt: skip
+        for key in sorted(set_fields(self.wrapper) & {"no_predictor", "num_output_frames", "num_steps"}):
+            warn_unused(f"wrapper.{key}", "action_anticipation_frozen only")
+        if self.is_video and self.wrapper.img_as_video_nframes is not None:
+            warn_unused("wrapper.img_as_video_nframes", "an image key; video clips keep data.frames_per_clip frames")
+        if self.probe_checkpoint is not None and not self.val_only:
+            warn_unused("probe_checkpoint", "read with val_only: true (training resumes from latest)")
         require(self.nodes >= 1, "nodes", self.nodes, "an int >= 1")
         require(self.tasks_per_node >= 1, "tasks_per_node", self.tasks_per_node, "an int >= 1")
         d, opt, p = self.data, self.optimization, self.pretrain
@@ -383,6 +491,49 @@ class EvalConfig:
         base = Path(self.folder) if self.folder else Path(self.pretrain.folder or "runs") / self.eval_name
         return base / self.tag if self.tag else base
 
+    def probe_checkpoint_paths(self) -> list[Path]:
+        """Where ``val_only`` reads the probes, in order: ``probe_checkpoint`` (relative to the output folder
+        unless absolute) when set; else the output folder's ``<write_tag>-latest.pth.tar`` (ours), then
+        ``latest.pt`` (the official V-JEPA 2 name: ``<folder>/<eval_name>/<tag>/latest.pt``)."""
+        if self.probe_checkpoint is not None:
+            path = Path(self.probe_checkpoint)
+            return [path if path.is_absolute() else self.output_folder / path]
+        return [self.output_folder / f"{self.pretrain.write_tag}-latest.pth.tar", self.output_folder / "latest.pt"]
+
+    def find_probe_checkpoint(self) -> Path:
+        """The probe file ``val_only`` evaluates (:meth:`probe_checkpoint_paths`); FileNotFoundError naming every
+        place looked at when there is none."""
+        paths = self.probe_checkpoint_paths()
+        for path in paths:
+            if path.is_file():
+                return path
+        key = "probe_checkpoint" if self.probe_checkpoint is not None else "val_only"
+        raise FileNotFoundError(f"{key}: no probe checkpoint to evaluate: {' nor '.join(map(str, paths))} exists")
+
+
+def check_module_name(eval_name: str, module_name: str | None, out_layers: list[int] | None) -> None:
+    """``model_kwargs.module_name`` (V-JEPA 2) must be a wrapper of ``eval_name`` (:data:`MODULE_NAMES`), and the
+    multi-level video wrapper goes with ``wrapper.out_layers`` (the official one-level wrapper takes none, the
+    multi-level one needs them)."""
+    if module_name is None:
+        return
+    known = MODULE_NAMES.get(eval_name, ())
+    if module_name not in known:
+        raise ConfigError(f"module_name: got {module_name!r}, expected one of {', '.join(known)} (the official "
+                          f"wrappers of eval_name {eval_name})")  # fmt: skip
+    if module_name.endswith("_multilevel") and out_layers is None:
+        raise ConfigError(f"module_name {module_name} probes several blocks: wrapper.out_layers is required")
+    if module_name.endswith(".vit_encoder_multiclip") and out_layers is not None:
+        raise ConfigError(f"wrapper.out_layers {out_layers}: module_name {module_name} probes the last block only; "
+                          f"use {module_name}_multilevel")  # fmt: skip
+
+
+def check_out_layers(out_layers: list[int] | None, depth: int | None) -> None:
+    """Every block index of ``wrapper.out_layers`` exists in an encoder of ``depth`` blocks (None: unknown yet,
+    checked when the encoder is built)."""
+    if out_layers is not None and depth is not None:
+        require(max(out_layers) < depth, "wrapper.out_layers", out_layers, f"block indices < depth {depth}")
+
 
 # The architecture keys an eval's ``pretrain`` section can state (see EvalConfig.encoder_spec); the others are
 # taken from the checkpoint's stored config. The spec's num_frames is the section's frames_per_clip.
@@ -401,48 +552,139 @@ def checkpoint_disagreements(cfg: EvalConfig, stored: ModelSpec | EncoderSpec, p
     ]
 
 
-def normalize_vjepa2(raw: dict[str, Any]) -> dict[str, Any]:
-    """Map a V-JEPA 2 eval file (``experiment`` + ``model_kwargs``) onto the V-JEPA 1 schema; others pass through.
+# How a V-JEPA 2 eval file (``experiment`` + ``model_kwargs``) maps onto this schema. Sections: every key of the
+# source section becomes a key of ours, unchanged. Keys: a single key moves (``folder`` also gains ``/<eval_name>``,
+# where the official code writes). Unused: keys no part of the toolkit reads, accepted with a warning naming them.
+VJEPA2_SECTIONS = {
+    "experiment.data": "data",
+    "experiment.optimization": "optimization",
+    "experiment.classifier": "classifier",
+    "model_kwargs.pretrain_kwargs.encoder": "pretrain",
+    "model_kwargs.pretrain_kwargs.predictor": "predictor",
+    "model_kwargs.wrapper_kwargs": "wrapper",
+}
+VJEPA2_KEYS = {
+    "model_kwargs.checkpoint": "pretrain.checkpoint",
+    "model_kwargs.module_name": "module_name",
+    "num_workers": "data.num_workers",  # V-JEPA 2 sets data-loading workers at the top, under either name
+    "max_workers": "data.num_workers",
+    "folder": "folder",
+}
+VJEPA2_UNUSED = {
+    "model_kwargs.pretrain_kwargs.encoder.img_temporal_dim_size": "the official encoder swallows it (**kwargs); "
+    "an image becomes a clip of wrapper.img_as_video_nframes frames",
+}
 
-    Only what the classification evals use is mapped: ``experiment.{data, optimization, classifier}`` and the
-    encoder of ``model_kwargs.pretrain_kwargs``; ``wrapper_kwargs`` (frame counts for images, position tables) are
-    read where they change the result.
+
+def vjepa2_key(source: str) -> str | None:
+    """Our key path of the key path ``source`` of a V-JEPA 2 eval file (``experiment.data.frame_step`` ->
+    ``data.frame_step``); None for a key of :data:`VJEPA2_UNUSED`; other top-level keys keep their path."""
+    if source in VJEPA2_UNUSED:
+        return None
+    if source in VJEPA2_KEYS:
+        return VJEPA2_KEYS[source]
+    for section, ours in sorted(VJEPA2_SECTIONS.items(), key=lambda kv: -len(kv[0])):
+        if source.startswith(section + "."):
+            return ours + source[len(section) :]
+    return source
+
+
+def accepted_unused_keys(cls: type = EvalConfig) -> dict[str, str]:
+    """The registry of keys an eval file may set that nothing reads, ``{key path: reason}``: the ``ignored``
+    fields of schema ``cls`` (:func:`jepa.config.strict.ignored_keys`, our paths) and :data:`VJEPA2_UNUSED`
+    (V-JEPA 2 paths). Each is logged, with its reason, when a file sets it."""
+    return {**VJEPA2_UNUSED, **ignored_keys(cls)}
+
+
+def _pop_path(raw: dict[str, Any], path: str) -> tuple[bool, Any]:
+    *parents, last = path.split(".")
+    node: Any = raw
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or last not in node:
+        return False, None
+    return True, node.pop(last)
+
+
+def _put_path(raw: dict[str, Any], path: str, value: Any, source: str, sources: dict[str, str]) -> None:
+    """``raw[path] = value``; ``sources`` records which key of the file set each path, so that two keys setting
+    one path differently are an error naming both."""
+    *parents, last = path.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    if last in node and node[last] != value:
+        raise ConfigError(f"{sources[path]}: {node[last]!r} and {source}: {value!r} both set {path}")
+    node[last] = value
+    sources.setdefault(path, source)
+
+
+def normalize_vjepa2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Map a V-JEPA 2 eval file (``experiment`` + ``model_kwargs``) onto this schema (:data:`VJEPA2_SECTIONS`,
+    :data:`VJEPA2_KEYS`); other files pass through. Nothing is dropped silently: a key of :data:`VJEPA2_UNUSED`
+    is logged as accepted but unused, and any other key lands in our schema, where an unknown one is an error.
+
+    Where V-JEPA 2's code does something its files do not say, the mapping says it: a video eval always probes
+    the segments of a clip together (``optimization.attend_across_segments``), outputs go to
+    ``<folder>/<eval_name>/<tag>``, and the encoder's frame count is ``wrapper.img_as_video_nframes`` for images.
     """
     if "experiment" not in raw and "model_kwargs" not in raw:
         return raw
     raw = copy.deepcopy(raw)
-    experiment = raw.pop("experiment", None) or {}
-    model_kwargs = raw.pop("model_kwargs", None) or {}
-    for section in ("data", "optimization", "classifier"):
-        if section in experiment:
-            raw[section] = experiment.pop(section)
-    if experiment:
-        raise ConfigError(f"experiment: unknown keys {sorted(experiment)}")
-    for key in ("num_workers", "max_workers"):  # V-JEPA 2 sets data-loading workers at the top (under either name)
-        if key in raw:
-            raw.setdefault("data", {}).setdefault("num_workers", raw.pop(key))
-    encoder = dict((model_kwargs.get("pretrain_kwargs") or {}).get("encoder") or {})
-    wrapper = model_kwargs.get("wrapper_kwargs") or {}
-    pretrain: dict[str, Any] = {"checkpoint": model_kwargs.get("checkpoint")}
-    for key in ("model_name", "checkpoint_key", "patch_size", "tubelet_size", "uniform_power", "use_rope",
-                "use_sdpa", "use_silu", "wide_silu"):  # fmt: skip
-        if key in encoder:
-            pretrain[key] = encoder.pop(key)
-    frames = encoder.pop("img_temporal_dim_size", None) or wrapper.get("img_as_video_nframes")
+    for source in sorted(VJEPA2_UNUSED):
+        found, _ = _pop_path(raw, source)
+        if found:
+            logger.warning("config key '%s' is accepted but not used: %s", source, VJEPA2_UNUSED[source])
+    out: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, ours in VJEPA2_KEYS.items():
+        found, value = _pop_path(raw, source)
+        if found:
+            if source == "folder" and value is not None and raw.get("eval_name"):
+                value = f"{str(value).rstrip('/')}/{raw['eval_name']}"
+            _put_path(out, ours, value, source, sources)
+    for source, ours in VJEPA2_SECTIONS.items():
+        found, value = _pop_path(raw, source)
+        if found and value is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: got {value!r}, expected a mapping of {ours} keys")
+            for key, item in value.items():
+                _put_path(out, f"{ours}.{key}", item, f"{source}.{key}", sources)
+    for parent in ("model_kwargs.pretrain_kwargs", "model_kwargs", "experiment"):
+        found, rest = _pop_path(raw, parent)
+        if found and rest:
+            raise ConfigError(f"{parent}: unknown keys {sorted(rest)}")
+    for key, value in raw.items():
+        _put_path(out, key, value, key, sources)
+    pretrain = out.setdefault("pretrain", {})
     # V-JEPA 2 encoders are video encoders (RoPE, tubelets of 2); images become static clips of that many frames.
-    pretrain["frames_per_clip"] = frames or raw.get("data", {}).get("frames_per_clip") or 16
-    raw["pretrain"] = pretrain
-    return raw
+    frames = out.get("wrapper", {}).get("img_as_video_nframes") or out.get("data", {}).get("frames_per_clip") or 16
+    pretrain.setdefault("frames_per_clip", frames)
+    pretrain.setdefault("checkpoint", None)
+    if out.get("eval_name") == "video_classification_frozen":
+        out.setdefault("optimization", {}).setdefault("attend_across_segments", True)
+    return out
 
 
-def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> EvalConfig:
-    """Read, normalise, override (``["optimization.lr=1e-4", ...]``) and validate an eval YAML file."""
+def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> "EvalConfig | AnticipationConfig":
+    """Read, normalise, override (``["optimization.lr=1e-4", ...]``) and validate an eval YAML file: an
+    :class:`EvalConfig`, or for ``eval_name: action_anticipation_frozen`` a
+    :class:`jepa.config.anticipation.AnticipationConfig`."""
     path = Path(path)
     raw = read_yaml_sections(path)
     try:
         raw = apply_overrides(normalize_vjepa2(raw), list(overrides or []))
         if "eval_name" not in raw:
             raise ConfigError(f"eval_name is required ({' or '.join(EVAL_NAMES)})")
+        if raw["eval_name"] == "action_anticipation_frozen":
+            try:
+                from jepa.config.anticipation import AnticipationConfig  # its own module; it builds on this one
+            except ModuleNotFoundError as e:
+                if e.name != "jepa.config.anticipation":
+                    raise
+                raise ConfigError("eval_name: action_anticipation_frozen needs jepa.config.anticipation, which this "
+                                  "installation lacks") from None  # fmt: skip
+            return from_dict(AnticipationConfig, raw)
         return from_dict(EvalConfig, raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

@@ -7,7 +7,9 @@ mapping, the model named under ``meta``) are recognised and mapped onto the same
 import copy
 import dataclasses
 import difflib
+import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +36,16 @@ from jepa.config.strict import (
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
+logger = logging.getLogger(__name__)
+
 Pair = tuple[float, float]
 
 IMAGE_DATASET_TYPES = ("ImageFolder", "imagenet", "digits", "mnist5k")  # jepa.image.datasets.make_image_dataset
 VIDEO_DATASET_TYPES = ("VideoDataset", "moving_digits")  # app.pretrain.video_annotation_files
 BUILTIN_IMAGES = ("digits", "mnist5k")
 _INT_MIN = "an int >= 1"
+_DEFAULT_FRAMES = 16  # DataConfig.num_frames
+_DEFAULT_FRAME_STEP = 4  # the frame step when no spacing is set (the official V-JEPA default)
 
 
 @dataclass(kw_only=True)
@@ -55,11 +61,17 @@ class DataConfig:
     crop_size: int = 224
     crop_scale: Pair = (0.3, 1.0)
     patch_size: int = 16
-    num_frames: int = 16
+    num_frames: int = 16  # with dataset_fpcs: their largest (what the model is built for)
     tubelet_size: int = 2
-    sampling_rate: int = 4  # frame step within a clip
-    num_clips: int = 1
+    # How a clip's frames are spaced: at most one of a fixed step (sampling_rate, 4 when none is set), a target frame
+    # rate (fps, V-JEPA 2: step = ceil(video fps) // fps per video) or a clip duration in seconds; see frame_step.
+    sampling_rate: int | None = None
+    fps: float | None = None
     clip_duration: float | None = None
+    # V-JEPA 2: frames per clip of each entry of datasets, so that one run trains on clips of several lengths (the
+    # samples of a batch are grouped by length, each group with its own masks; jepa.video.masks.MultiLengthMaskCollator)
+    dataset_fpcs: list[int] | None = None
+    num_clips: int = 1
     filter_short_videos: bool = False
     # Stop when more than this fraction of the distinct files a process tried could not be read (each bad one is
     # replaced by a random readable sample, counted and listed in <folder>/<write_tag>_bad_samples_r<rank>.tsv).
@@ -67,6 +79,9 @@ class DataConfig:
     decoder: Literal["auto", "decord", "pyav"] = "auto"
     decode_one_clip: bool = ignored(True, "clips are always decoded one at a time")
     num_workers: int = 4
+    # Keep the loader's worker processes between passes over the data (what V-JEPA 2 does when the key is absent):
+    # no restart cost per pass; batches stay the same, since every sample and mask is seeded by itself.
+    persistent_workers: bool = True
     pin_mem: bool = True
     use_horizontal_flip: bool = False
     use_color_distortion: bool = False
@@ -75,9 +90,18 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_choice("dataset_type", self.dataset_type, IMAGE_DATASET_TYPES + VIDEO_DATASET_TYPES)
-        for name in ("batch_size", "crop_size", "patch_size", "num_frames", "tubelet_size", "sampling_rate",
-                     "num_clips"):  # fmt: skip
+        for name in ("batch_size", "crop_size", "patch_size", "num_frames", "tubelet_size", "num_clips"):
             require(getattr(self, name) >= 1, name, getattr(self, name), _INT_MIN)
+        require(self.sampling_rate is None or self.sampling_rate >= 1, "sampling_rate", self.sampling_rate,
+                "null or a frame step >= 1")  # fmt: skip
+        require(self.fps is None or self.fps > 0, "fps", self.fps, "null or frames per second > 0")
+        spacing = [k for k in ("sampling_rate", "fps", "clip_duration") if getattr(self, k) is not None]
+        if len(spacing) > 1:
+            raise ConfigError(
+                f"{' and '.join(spacing)} are both set ({', '.join(f'{k}={getattr(self, k)!r}' for k in spacing)}): "
+                "a clip's frames are spaced by one of a frame step, a target frame rate or a duration; remove one"
+            )
+        self._resolve_clip_lengths()
         require(self.num_workers >= 0, "num_workers", self.num_workers, "an int >= 0 (0: load in the main process)")
         # After the bounds: patch_size is >= 1 here.
         if self.crop_size % self.patch_size:
@@ -94,6 +118,37 @@ class DataConfig:
                 )
             require(all(w >= 0 for w in self.datasets_weights) and sum(self.datasets_weights) > 0,
                     "datasets_weights", self.datasets_weights, "weights >= 0 with a positive sum")  # fmt: skip
+
+    def _resolve_clip_lengths(self) -> None:
+        """With ``dataset_fpcs``: every length a positive multiple of ``tubelet_size``, and ``num_frames`` their
+        largest (set here when the file leaves it at its default, an error when it names another)."""
+        if self.dataset_fpcs is None:
+            return
+        fpcs = self.dataset_fpcs
+        require(len(fpcs) >= 1, "dataset_fpcs", fpcs, "null or one frames-per-clip per entry of datasets")
+        for i, fpc in enumerate(fpcs):
+            require(fpc >= self.tubelet_size and fpc % self.tubelet_size == 0, f"dataset_fpcs[{i}]", fpc,
+                    f"a positive multiple of tubelet_size {self.tubelet_size}")  # fmt: skip
+        if self.num_frames not in (_DEFAULT_FRAMES, max(fpcs)):
+            raise ConfigError(
+                f"num_frames {self.num_frames} differs from the longest clip of dataset_fpcs {fpcs} ({max(fpcs)}), "
+                "the length the model is built for: remove num_frames or set it to that"
+            )
+        self.num_frames = max(fpcs)
+
+    @property
+    def frame_step(self) -> int | None:
+        """The fixed frame step within a clip (``sampling_rate``, 4 when no spacing is set); None when ``fps`` or
+        ``clip_duration`` picks one per video."""
+        if self.fps is not None or self.clip_duration is not None:
+            return None
+        return self.sampling_rate or _DEFAULT_FRAME_STEP
+
+    @property
+    def clip_lengths(self) -> list[int]:
+        """The distinct clip lengths in frames, in ``dataset_fpcs`` order of first appearance (``[num_frames]``
+        without it): index ``i`` is the length group ``i`` of a batch."""
+        return list(dict.fromkeys(self.dataset_fpcs or [self.num_frames]))
 
 
 @dataclass(kw_only=True)
@@ -164,6 +219,8 @@ class VideoMaskConfig:
         max_temporal_keep: the context only holds tokens of the first ``max(1, int(max_temporal_keep * T))`` time
             steps.
         max_keep: if not None, at most this many context tokens per sample (the first ones in index order).
+        full_complement: the target is every token outside the (truncated) context, as in V-JEPA 2's collator,
+            instead of the blocks (plus the steps past ``max_temporal_keep``) truncated to the batch's shortest.
     """
 
     aspect_ratio: Pair = (0.75, 1.5)
@@ -172,6 +229,7 @@ class VideoMaskConfig:
     temporal_scale: Pair = (1.0, 1.0)
     max_temporal_keep: float = 1.0
     max_keep: int | None = None
+    full_complement: bool = False
 
     def __post_init__(self) -> None:
         check_range("spatial_scale", self.spatial_scale, 0.0, 1.0, lo_open=True)
@@ -288,9 +346,17 @@ class MetaConfig:
     checkpoint_freq: int = 1  # epochs between checkpoints (the last epoch is always saved)
     eval_freq: int = ignored(100, "the official code never reads it either")
     copy_data: bool = ignored(False, "data is read in place")
+    # Continue pretraining from released weights or another run's (encoder, predictor, target encoder) with a fresh
+    # optimizer, schedules from step 0 and this run's own folder (jepa.training.warm_start).
+    pretrained_checkpoint: str | None = None
+    # When that checkpoint's predictor holds another number of mask tokens than this config needs: refuse
+    # ("error") or reuse its tokens in turn ("cycle": token i takes the checkpoint's token i % n).
+    pretrained_mask_tokens: Literal["error", "cycle"] = "error"
 
     def __post_init__(self) -> None:
         require(0 <= self.seed < 2**32, "seed", self.seed, "an int in [0, 2**32) (what numpy accepts)")
+        require(self.pretrained_checkpoint != "", "pretrained_checkpoint", self.pretrained_checkpoint,
+                "null or a path")  # fmt: skip
         require(self.log_freq >= 1, "log_freq", self.log_freq, "steps >= 1")
         require(self.checkpoint_freq >= 1, "checkpoint_freq", self.checkpoint_freq, "epochs >= 1")
         require(self.read_checkpoint != "", "read_checkpoint", self.read_checkpoint, "null or a path")
@@ -320,12 +386,28 @@ class OptimizationConfig:
     ema: Pair = (0.996, 1.0)
     clip_grad: float | None = None
     betas: Pair = (0.9, 0.999)
+    # V-JEPA 2's cooldown: a run that starts from anneal_ckpt's weights and anneals the LR (jepa.training.schedules);
+    # resume_anneal: resume from this run's own latest anneal checkpoint when there is one.
+    is_anneal: bool = False
+    anneal_ckpt: str | None = None
+    resume_anneal: bool = False
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", self.epochs, _INT_MIN)
+        require(self.warmup >= 0, "warmup", self.warmup, "epochs >= 0")
+        if self.warmup > self.ipe_scale * self.epochs:
+            # The V-JEPA 2 pretraining files do this (40 warmup epochs of a 10-epoch run): the LR climbs all along.
+            logger.warning(
+                "optimization.warmup (%s epochs) outlasts the schedules (ipe_scale x epochs = %s): the LR rises "
+                "from start_lr towards lr for the whole run and never reaches it", self.warmup,
+                self.ipe_scale * self.epochs,
+            )  # fmt: skip
+        if self.is_anneal and not self.anneal_ckpt:
+            raise ConfigError(
+                f"anneal_ckpt: got {self.anneal_ckpt!r}, but is_anneal is true: the cooldown starts from a "
+                "checkpoint (set anneal_ckpt to its path, or is_anneal: false)"
+            )
         require(self.ipe is None or self.ipe >= 1, "ipe", self.ipe, "null (the loader's length) or steps >= 1")
-        if not 0 <= self.warmup <= self.epochs:
-            raise ConfigError(f"warmup ({self.warmup}) must lie in [0, epochs={self.epochs}]")
         require(self.ipe_scale >= 1.0, "ipe_scale", self.ipe_scale, ">= 1 (the schedules' length in epochs)")
         for name in ("start_lr", "lr", "final_lr", "weight_decay", "final_weight_decay"):
             require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0 (negative values ascend the loss)")
@@ -384,12 +466,19 @@ def pretrain_model_spec(video: bool, data: DataConfig, model: ModelConfig, use_s
         predictor_embed_dim=m.pred_embed_dim,
         depth=m.pred_depth,
         num_heads=m.predictor_heads,
-        num_mask_tokens=num_mask_tokens,  # one per mask config
+        num_mask_tokens=num_mask_tokens,  # see mask_token_count
         use_mask_tokens=m.use_mask_tokens,
         zero_init_mask_tokens=m.zero_init_mask_tokens,
         square_rope_grid=False,  # trained here: RoPE positions of the real grid (the square one is a release quirk)
     )
     return ModelSpec(encoder=encoder, predictor=predictor)
+
+
+def mask_token_count(mask_configs: int, dataset_fpcs: list[int] | None) -> int:
+    """The predictor's mask tokens: one per mask config (V-JEPA, I-JEPA's one), or with V-JEPA 2's
+    ``dataset_fpcs`` one per (mask config, entry of ``dataset_fpcs``), as the official code builds them (most stay
+    unused there too: see :meth:`PretrainConfig.mask_token_index`)."""
+    return mask_configs * (len(dataset_fpcs) if dataset_fpcs else 1)
 
 
 def model_spec_from_config_dict(config: Mapping[str, Any]) -> ModelSpec:
@@ -404,12 +493,12 @@ def model_spec_from_config_dict(config: Mapping[str, Any]) -> ModelSpec:
         known = keys or tuple(f.name for f in dataclasses.fields(cls))
         return from_dict(cls, {k: v for k, v in raw.items() if k in known}, name)
 
-    data = section(DataConfig, "data", ("crop_size", "patch_size", "num_frames", "tubelet_size"))
+    data = section(DataConfig, "data", ("crop_size", "patch_size", "num_frames", "tubelet_size", "dataset_fpcs"))
     meta = section(MetaConfig, "meta", ("use_sdpa",))
     mask = config.get("mask")
-    masks = len(mask) if isinstance(mask, list) else 1
-    return pretrain_model_spec(config.get("app", "vjepa") == "vjepa", data, section(ModelConfig, "model"),
-                               meta.use_sdpa, masks)  # fmt: skip
+    video = config.get("app", "vjepa") == "vjepa"
+    tokens = mask_token_count(len(mask) if isinstance(mask, list) else 1, data.dataset_fpcs if video else None)
+    return pretrain_model_spec(video, data, section(ModelConfig, "model"), meta.use_sdpa, tokens)
 
 
 @dataclass(kw_only=True)
@@ -419,6 +508,9 @@ class PretrainConfig:
     app: Literal["ijepa", "vjepa"] = "vjepa"
     nodes: int = 1
     tasks_per_node: int = 1
+    # Slurm resources of each task (app.main_distributed; its --cpus-per-task / --mem-per-gpu win when given).
+    cpus_per_task: int | None = None
+    mem_per_gpu: str | None = None  # e.g. 220G
     data: DataConfig = field(default_factory=DataConfig)
     data_aug: DataAugConfig = field(default_factory=DataAugConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -432,14 +524,38 @@ class PretrainConfig:
     def is_video(self) -> bool:
         return self.app == "vjepa"
 
+    @property
+    def num_mask_tokens(self) -> int:
+        """The predictor's mask tokens (:func:`mask_token_count`)."""
+        if isinstance(self.mask, list):
+            return mask_token_count(len(self.mask), self.data.dataset_fpcs)
+        return 1  # I-JEPA's one
+
+    def mask_token_index(self, length_index: int, mask_index: int) -> int:
+        """The predictor mask token of mask config ``mask_index`` on the clips of length group ``length_index``
+        (:attr:`DataConfig.clip_lengths`).
+
+        V-JEPA (no ``dataset_fpcs``) gives each mask config its own token. V-JEPA 2 (``dataset_fpcs``) gives each
+        clip length one, shared by the mask configs: the official predictor wrapper passes the length group's
+        position as the token index, so of the ``len(mask) * len(dataset_fpcs)`` tokens only the first (one per
+        distinct length) are trained, and a single-length run (all the released ones) trains token 0 alone. The
+        official position counts the groups present in the batch; here it is the length's place among all of
+        them, so a batch that happens to lack short clips does not hand the long ones the short clips' token."""
+        if self.data.dataset_fpcs is None or not self.is_video:
+            return mask_index
+        return length_index
+
     def model_spec(self) -> ModelSpec:
         """The encoder and predictor this run trains (:func:`jepa.models.builder.build_models_from_spec`)."""
-        masks = len(self.mask) if isinstance(self.mask, list) else 1
-        return pretrain_model_spec(self.is_video, self.data, self.model, self.meta.use_sdpa, masks)
+        return pretrain_model_spec(self.is_video, self.data, self.model, self.meta.use_sdpa, self.num_mask_tokens)
 
     def __post_init__(self) -> None:
         require(self.nodes >= 1, "nodes", self.nodes, _INT_MIN)
         require(self.tasks_per_node >= 1, "tasks_per_node", self.tasks_per_node, _INT_MIN)
+        require(self.cpus_per_task is None or self.cpus_per_task >= 1, "cpus_per_task", self.cpus_per_task,
+                "null or an int >= 1")  # fmt: skip
+        require(self.mem_per_gpu is None or re.fullmatch(r"[1-9]\d*[KMGT]?", self.mem_per_gpu) is not None,
+                "mem_per_gpu", self.mem_per_gpu, "null or a Slurm size such as 220G")  # fmt: skip
         d = self.data
         if self.is_video and not isinstance(self.mask, list):
             raise ConfigError("mask: a V-JEPA config needs a list of mask configs")
@@ -468,6 +584,12 @@ class PretrainConfig:
         width = dict(video=self.is_video, uniform_power=m.uniform_power, rope=m.use_rope)
         check_position_widths("model.embed_dim", m.size["embed_dim"], m.size["num_heads"], **width)
         check_position_widths("model.pred_embed_dim", m.pred_embed_dim, m.predictor_heads, **width)
+        if self.optimization.is_anneal and self.meta.pretrained_checkpoint is not None:
+            raise ConfigError(
+                f"optimization.is_anneal is true and meta.pretrained_checkpoint is {self.meta.pretrained_checkpoint!r}"
+                f": a cooldown starts from optimization.anneal_ckpt ({self.optimization.anneal_ckpt!r}); set one of "
+                "the two"
+            )
         self._check_unused_keys()
 
     def _check_unused_keys(self) -> None:
@@ -486,10 +608,16 @@ class PretrainConfig:
                         "data.datasets is set, but dataset_type moving_digits generates its own clips: set "
                         "data.dataset_type: VideoDataset to train on the listed CSVs, or remove data.datasets"
                     )
+                # dataset_fpcs: the generated clips are read once per entry, at that length.
             else:
                 if not d.datasets:
                     raise ConfigError("data.datasets: lists no annotation CSV, required for dataset_type VideoDataset")
                 unused["root_path"] = "VideoDataset reads the paths in data.datasets (root_path is for moving_digits)"
+                if d.dataset_fpcs is not None and len(d.dataset_fpcs) != len(d.datasets):
+                    raise ConfigError(
+                        f"data.dataset_fpcs has {len(d.dataset_fpcs)} entries for the {len(d.datasets)} annotation "
+                        "files of data.datasets: give one frames-per-clip per file"
+                    )
         else:
             if d.datasets or d.datasets_weights is not None:
                 raise ConfigError(
@@ -506,8 +634,9 @@ class PretrainConfig:
             elif d.root_path is None:
                 raise ConfigError(f"data.root_path: required for dataset_type {d.dataset_type} (the image folder)")
             reason = "a video key; app ijepa trains on single images"
-            unused = {k: reason for k in ("num_frames", "tubelet_size", "sampling_rate", "num_clips",
-                                          "clip_duration", "filter_short_videos", "decoder")}  # fmt: skip
+            video_keys = ("num_frames", "tubelet_size", "sampling_rate", "fps", "num_clips", "clip_duration",
+                          "dataset_fpcs", "filter_short_videos", "decoder")  # fmt: skip
+            unused = dict.fromkeys(video_keys, reason)
             for key in sorted(set_fields(self.data_aug)):
                 warn_unused(f"data_aug.{key}", "video augmentation; app ijepa's switches are data.use_* keys")
         for key in sorted(changed & set(unused)):
@@ -520,11 +649,42 @@ class PretrainConfig:
 
 # I-JEPA files name the model under `meta` and flag bf16 with a boolean.
 _IJEPA_META_TO_MODEL = {"model_name": "model_name", "pred_depth": "pred_depth", "pred_emb_dim": "pred_embed_dim"}
+# Keys of the official V-JEPA 2 files that are other names of ours (official key path -> ours), in files and in
+# --set overrides. V-JEPA 2's run folder is the top-level `folder`; its `meta.save_every_freq` keeps a numbered
+# checkpoint every N epochs, as our `meta.checkpoint_freq` does. Both names with different values: an error.
+OFFICIAL_KEY_ALIASES = {"folder": "logging.folder", "meta.save_every_freq": "meta.checkpoint_freq"}
+
+
+def _move_alias(raw: dict[str, Any], official: str, ours: str) -> None:
+    *parents, last = official.split(".")
+    node: Any = raw
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or last not in node:
+        return
+    value = node.pop(last)
+    if official == "meta.save_every_freq" and not (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    ):
+        # The official -1 (no numbered checkpoints) has no counterpart: a run here keeps one every checkpoint_freq.
+        raise ConfigError(f"meta.save_every_freq: got {value!r}, expected epochs >= 1 between numbered checkpoints")
+    *parents, last = ours.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{part}: expected a mapping of keys, got {node!r}")
+    if last in node and node[last] != value:
+        raise ConfigError(f"{official}={value!r} contradicts {ours}={node[last]!r}: they name the same setting")
+    node[last] = value
 
 
 def normalize_official(raw: dict[str, Any]) -> dict[str, Any]:
-    """Map an official I-JEPA file onto the shared schema; other files pass through unchanged."""
+    """Map an official file onto the shared schema: I-JEPA's layout, and the keys of :data:`OFFICIAL_KEY_ALIASES`
+    under our names; other files pass through unchanged."""
     raw = copy.deepcopy(raw)
+    for official, ours in OFFICIAL_KEY_ALIASES.items():
+        _move_alias(raw, official, ours)
     mask = raw.get("mask")
     if "app" not in raw and isinstance(mask, dict):
         raw["app"] = "ijepa"
@@ -547,9 +707,12 @@ def normalize_official(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _official_override(item: str) -> str:
-    """Let overrides use I-JEPA's key names too (``meta.model_name=...``, ``meta.use_bfloat16=true``)."""
+    """Let overrides use the official key names too (I-JEPA's ``meta.model_name=...``, ``meta.use_bfloat16=true``;
+    V-JEPA 2's ``folder=...``, ``meta.save_every_freq=...``)."""
     key, sep, value = item.partition("=")
     name = key.strip()
+    if name in OFFICIAL_KEY_ALIASES:
+        return f"{OFFICIAL_KEY_ALIASES[name]}{sep}{value}"
     if name.startswith("meta.") and name[5:] in _IJEPA_META_TO_MODEL:
         return f"model.{_IJEPA_META_TO_MODEL[name[5:]]}{sep}{value}"
     if name == "meta.use_bfloat16" and sep:

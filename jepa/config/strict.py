@@ -36,6 +36,38 @@ def ignored(default: T, reason: str) -> T:
     return dataclasses.field(default=default, metadata={"ignored": reason})
 
 
+def ignored_keys(cls: type, where: str = "") -> dict[str, str]:
+    """The registry of the keys of schema ``cls`` that are accepted but not used (the :func:`ignored` fields,
+    nested sections included), each with the reason its warning gives.
+
+    Keys are paths as in a file: ``meta.eval_freq``; an entry of a list of sections is ``mask[].key``.
+    """
+    out: dict[str, str] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = f"{where}.{f.name}" if where else f.name
+        reason = f.metadata.get("ignored")
+        if reason:
+            out[path] = reason
+        for section, suffix in _sections(hints[f.name]):
+            out.update(ignored_keys(section, path + suffix))
+    return out
+
+
+def _sections(tp: object) -> list[tuple[type, str]]:
+    """The dataclasses an annotation holds, each with the path suffix of its keys (``[]`` inside a list)."""
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return [(tp, "")]
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return [s for arg in typing.get_args(tp) for s in _sections(arg)]
+    if origin in (list, tuple):
+        return [
+            (s, suffix + "[]") for arg in typing.get_args(tp) if arg is not Ellipsis for s, suffix in _sections(arg)
+        ]
+    return []
+
+
 def _type_name(tp: object) -> str:
     if isinstance(tp, type):
         return tp.__name__

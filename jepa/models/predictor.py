@@ -121,7 +121,8 @@ class VisionTransformerPredictor(nn.Module):
                 mask, as the encoder returns them for a list of masks).
             masks_ctxt: ``M_c`` LongTensors ``[B, K_c]``: grid indices of the context tokens.
             masks_tgt: ``M_t`` LongTensors ``[B, K_t]``: grid indices of the tokens to predict.
-            mask_index: which mask token to use (taken modulo ``num_mask_tokens``); V-JEPA uses one per mask config.
+            mask_index: which mask token to use (taken modulo ``num_mask_tokens``); V-JEPA uses one per mask config,
+                V-JEPA 2 one per clip length (:meth:`jepa.config.PretrainConfig.mask_token_index`).
 
         Returns:
             ``[M_t * M_c * B, K_t, embed_dim]``: for target mask 0 every context chunk, then target mask 1, ...

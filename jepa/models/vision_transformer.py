@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -204,23 +205,67 @@ class VisionTransformer(nn.Module):
         x, rope = self.embed(x, masks)
         return self._last_block(x, rope)
 
+    @overload
     def forward_intermediates(
-        self, x: Tensor, indices: int | Sequence[int] = 1, norm: bool = True, masks: Masks | None = None
-    ) -> list[Tensor]:
-        """Outputs of several blocks, each ``[B, N, D]`` (as :meth:`forward_features`), in block order.
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = ...,
+        norm: bool = ...,
+        stop_early: bool = ...,
+        output_fmt: str = ...,
+        *,
+        intermediates_only: Literal[True],
+        masks: Masks | None = ...,
+    ) -> list[Tensor]: ...
+
+    @overload
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = ...,
+        norm: bool = ...,
+        stop_early: bool = ...,
+        output_fmt: str = ...,
+        intermediates_only: Literal[False] = ...,
+        masks: Masks | None = ...,
+    ) -> tuple[Tensor, list[Tensor]]: ...
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NLC",
+        intermediates_only: bool = False,
+        masks: Masks | None = None,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Outputs of several blocks, in block order, with timm's signature and return convention.
 
         Args:
             x: ``[B, C, H, W]`` or ``[B, C, T, H, W]``.
-            indices: as in timm: an int ``n`` takes the last ``n`` blocks; a sequence gives block indices (0 is the
-                first block, negative ones count from the end; repeats count once).
-            norm: apply the encoder's final LayerNorm to each output (what the frozen evaluations and ``out_layers``
-                read); False returns the raw residual stream.
+            indices: as in timm: None takes every block, an int ``n`` the last ``n`` blocks, a sequence block indices
+                (0 is the first block, negative ones count from the end; repeats count once).
+            norm: apply the encoder's final LayerNorm to each intermediate (what the frozen evaluations and
+                ``out_layers`` read); False (timm's default) returns the raw residual stream.
+            stop_early: run no block after the last one asked for (the final tokens are then those of that block).
+            output_fmt: ``"NLC"`` tokens ``[B, N, D]``; ``"NCHW"`` feature maps ``[B, D, H, W]`` (images) or
+                ``[B, D, T, H, W]`` (clips), not with ``masks``.
+            intermediates_only: return the list alone (blocks after the last one asked for are not run).
             masks: keep only some tokens, as in :meth:`forward`.
 
-        Blocks after the last one asked for are not run.
+        Returns:
+            ``(final, intermediates)``: the normalised last-layer tokens (as :meth:`forward_features`) and the list;
+            or the list alone with ``intermediates_only``.
         """
+        if output_fmt not in ("NLC", "NCHW"):
+            raise ValueError(f"output_fmt must be 'NLC' or 'NCHW', got {output_fmt!r}")
+        if output_fmt == "NCHW" and masks is not None:
+            raise ValueError("output_fmt='NCHW' needs every token: it cannot be combined with masks")
         depth = len(self.blocks)
-        if isinstance(indices, int):
+        if indices is None:
+            keep = set(range(depth))
+        elif isinstance(indices, int):
             if not 1 <= indices <= depth:
                 raise ValueError(f"indices={indices}: asks for the last n blocks, n must lie in [1, {depth}]")
             keep = set(range(depth - indices, depth))
@@ -232,8 +277,24 @@ class VisionTransformer(nn.Module):
                 keep.add(int(i) % depth)
             if not keep:
                 raise ValueError("indices lists no blocks")
+        grid = self.input_grid(x)
         x, rope = self.embed(x, masks)
-        return self._block_outputs(x, rope, keep, norm=norm)
+        last = max(keep) if stop_early or intermediates_only else depth - 1
+        run = sorted(keep | {last})
+        outputs = dict(zip(run, self._block_outputs(x, rope, set(run), norm=False), strict=True))
+        inter = [self.norm(outputs[i]) if norm else outputs[i] for i in sorted(keep)]
+        if output_fmt == "NCHW":
+            t, h, w = grid
+            shape = (t, h, w) if self.is_video else (h, w)
+            inter = [o.transpose(1, 2).reshape(o.shape[0], o.shape[2], *shape) for o in inter]
+        if intermediates_only:
+            return inter
+        return self.norm(outputs[last]), inter
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """timm's head step: the encoder has no classifier, so both ways it mean-pools tokens ``[B, N, D]`` to
+        ``[B, D]`` (``pre_logits`` is accepted for timm's signature)."""
+        return x.mean(dim=1)
 
 
 # Released sizes (the table lives in the torch-free jepa.config.spec). Every factory also sets patch 16, qkv bias and

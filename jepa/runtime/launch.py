@@ -81,13 +81,16 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class Prepared:
-    """A config ready to submit: the text of its snapshot, its process layout, and arguments for the entry point
-    besides ``--fname``."""
+    """A config ready to submit: the text of its snapshot, its process layout, the resources of each task it asks
+    for (V-JEPA 2's ``cpus_per_task`` / ``mem_per_gpu``; None: not said), and arguments for the entry point besides
+    ``--fname``."""
 
     text: str
     nodes: int
     tasks_per_node: int
     extra_argv: list[str] = field(default_factory=list)
+    cpus_per_task: int | None = None
+    mem_per_gpu: str | None = None
 
 
 def raw_layout(path: Path) -> tuple[int, int]:
@@ -145,11 +148,22 @@ def snapshot_config(text: str, folder: Path, name: str) -> Path:
     raise LaunchError(f"could not find a free snapshot name for {name} in {configs}")
 
 
-def executor_parameters(args: argparse.Namespace, nodes: int, tasks_per_node: int, name: str) -> dict[str, object]:
+def executor_parameters(
+    args: argparse.Namespace,
+    nodes: int,
+    tasks_per_node: int,
+    name: str,
+    *,
+    cpus_per_task: int | None = None,
+    mem_per_gpu: str | None = None,
+) -> dict[str, object]:
     """``AutoExecutor.update_parameters`` keywords for one job of ``nodes`` x ``tasks_per_node`` processes, one
-    per GPU. Options not given on the command line are left out (Slurm's own defaults apply)."""
+    per GPU. ``cpus_per_task`` and ``mem_per_gpu`` are the config's, used where the command line gives none (and
+    no ``--mem``); options given nowhere are left out (Slurm's own defaults apply)."""
     if args.mem and args.mem_per_gpu:
         raise LaunchError("--mem and --mem-per-gpu are exclusive (Slurm refuses both)")
+    cpus = args.cpus_per_task if args.cpus_per_task is not None else cpus_per_task
+    mem_gpu = args.mem_per_gpu or (None if args.mem else mem_per_gpu)
     if args.time < 1:
         raise LaunchError(f"--time must be at least 1 minute, got {args.time}")
     if args.signal_delay_s >= 60 * args.time:
@@ -161,19 +175,27 @@ def executor_parameters(args: argparse.Namespace, nodes: int, tasks_per_node: in
         "nodes": nodes,
         "tasks_per_node": tasks_per_node,
         "gpus_per_node": gpus,
-        "cpus_per_task": args.cpus_per_task,
+        "cpus_per_task": cpus,
         "slurm_partition": args.partition,
         "slurm_account": args.account,
         "slurm_qos": args.qos,
         "slurm_exclude": args.exclude,
-        "slurm_mem_per_gpu": args.mem_per_gpu,
+        "slurm_mem_per_gpu": mem_gpu,
         "slurm_mem": args.mem,
         "slurm_signal_delay_s": args.signal_delay_s,
     }
     return {k: v for k, v in params.items() if v is not None}
 
 
-def make_executor(args: argparse.Namespace, nodes: int, tasks_per_node: int, name: str) -> submitit.AutoExecutor:
+def make_executor(
+    args: argparse.Namespace,
+    nodes: int,
+    tasks_per_node: int,
+    name: str,
+    *,
+    cpus_per_task: int | None = None,
+    mem_per_gpu: str | None = None,
+) -> submitit.AutoExecutor:
     """A submitit executor for ``args.cluster`` with :func:`executor_parameters`; logs go to ``<folder>/<job id>``."""
     executor = submitit.AutoExecutor(
         folder=Path(args.folder) / "%j",
@@ -181,7 +203,10 @@ def make_executor(args: argparse.Namespace, nodes: int, tasks_per_node: int, nam
         slurm_max_num_timeout=args.max_requeues,
         local_max_num_timeout=args.max_requeues,
     )
-    executor.update_parameters(**executor_parameters(args, nodes, tasks_per_node, name))
+    params = executor_parameters(
+        args, nodes, tasks_per_node, name, cpus_per_task=cpus_per_task, mem_per_gpu=mem_per_gpu
+    )
+    executor.update_parameters(**params)
     return executor
 
 
@@ -329,14 +354,19 @@ def launch(
         prepare: ``(config path, --set overrides) -> Prepared``; validates the config and says what to snapshot.
     """
     fnames = read_config_list(args.fname) if args.batch_launch else [Path(args.fname)]
-    groups: dict[tuple[int, int], list[tuple[Path, Prepared]]] = {}
+    # One executor (one job array) per process layout and per-task resources.
+    groups: dict[tuple[int, int, int | None, str | None], list[tuple[Path, Prepared]]] = {}
     for fname in fnames:  # validate everything before writing or submitting anything
         if not fname.is_file():
             raise LaunchError(f"config {fname} does not exist")
         prepared = prepare(fname, list(args.overrides))
-        layout = (args.nodes or prepared.nodes, args.tasks_per_node or prepared.tasks_per_node)
+        layout = (args.nodes or prepared.nodes, args.tasks_per_node or prepared.tasks_per_node,
+                  prepared.cpus_per_task, prepared.mem_per_gpu)  # fmt: skip
         groups.setdefault(layout, []).append((fname, prepared))
-    executors = {layout: make_executor(args, *layout, Path(args.fname).stem) for layout in groups}
+    executors = {
+        key: make_executor(args, key[0], key[1], Path(args.fname).stem, cpus_per_task=key[2], mem_per_gpu=key[3])
+        for key in groups
+    }
     submitted: list[submitit.Job] = []
     for layout, configs in groups.items():
         jobs = []
@@ -344,7 +374,7 @@ def launch(
             snapshot = snapshot_config(prepared.text, Path(args.folder), fname.stem)
             argv = ["--fname", str(snapshot.resolve()), *prepared.extra_argv]
             jobs.append(Job(entry, argv, stop_aware=stop_aware, max_requeues=args.max_requeues))
-            logger.info("%s -> snapshot %s (%d node(s) x %d task(s))", fname, snapshot, *layout)
+            logger.info("%s -> snapshot %s (%d node(s) x %d task(s))", fname, snapshot, *layout[:2])
         executor = executors[layout]
         if len(jobs) == 1:
             submitted.append(executor.submit(jobs[0]))

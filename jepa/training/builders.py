@@ -2,9 +2,11 @@
 batch feeds the JEPA module, the loss and the schedules. ``app.pretrain`` wires them into its trainer; the
 benchmarks use them directly."""
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 from jepa.config import PretrainConfig
@@ -13,10 +15,15 @@ from jepa.data.sampling import MapDataset
 from jepa.masks.collate import MaskCollator
 from jepa.models import VisionTransformer, VisionTransformerPredictor
 from jepa.models.builder import build_models_from_spec
-from jepa.training.meta_arch import MaskSet
+from jepa.training.meta_arch import ClipGroup, MaskSet
 from jepa.training.schedules import Schedules
+from jepa.video.masks import LengthGroup, MultiLengthMaskCollator
+
+# What a pretraining loader's collate_fn is: one mask collator, or V-JEPA 2's grouping one for several clip lengths.
+Collator = MaskCollator | MultiLengthMaskCollator
 
 MOVING_DIGITS_VIDEOS = 2000  # clips generated for `dataset_type: moving_digits` (about 20 s, once)
+MOVING_DIGITS_FPS = 8  # their frame rate (what data.fps is taken from)
 
 
 def build_models(cfg: PretrainConfig) -> tuple[VisionTransformer, VisionTransformerPredictor]:
@@ -26,9 +33,10 @@ def build_models(cfg: PretrainConfig) -> tuple[VisionTransformer, VisionTransfor
 
 def build_dataset_and_collator(
     cfg: PretrainConfig, seed: int, *, moving_digits_videos: int = MOVING_DIGITS_VIDEOS
-) -> tuple[MapDataset, MaskCollator]:
-    """The training set (samples end with their index) and the mask collator of the config's modality;
-    ``moving_digits_videos``: the clips a ``moving_digits`` data set generates (see :func:`video_annotation_files`)."""
+) -> tuple[MapDataset, Collator]:
+    """The training set (samples end with their index) and the mask collator of the config's modality (with clips
+    of several lengths, ``data.dataset_fpcs``, a :class:`MultiLengthMaskCollator`); ``moving_digits_videos``: the
+    clips a ``moving_digits`` data set generates (see :func:`video_annotation_files`)."""
     if cfg.is_video:
         return _video_data(cfg, seed, moving_digits_videos)
     return _image_data(cfg, seed)
@@ -68,23 +76,30 @@ def video_annotation_files(
     cfg: PretrainConfig, split: Literal["train", "val"] = "train", *, moving_digits_videos: int = MOVING_DIGITS_VIDEOS
 ) -> list[str]:
     """The annotation CSVs of a video config; ``moving_digits`` generates its clips (once) under ``root_path``:
-    ``moving_digits_videos`` for the train split, a quarter of them for the val split."""
+    ``moving_digits_videos`` for the train split, a quarter of them for the val split, listed once per entry of
+    ``data.dataset_fpcs`` (each reads them at its length)."""
     d = cfg.data
     if d.dataset_type.lower() != "moving_digits":
         if not d.datasets:
             raise ValueError("data.datasets lists no annotation CSV files")
         return list(d.datasets)
+    from jepa.video.datasets import frame_step_for
     from jepa.video.moving_digits import make_moving_digits
 
-    root = Path(d.root_path or "runs/data/moving_digits") / f"{d.num_frames * d.sampling_rate}f_{d.crop_size}px"
+    # Long enough for a clip of the longest length at the frame step the config asks for.
+    step = d.frame_step or frame_step_for(
+        MOVING_DIGITS_FPS, frames_per_clip=d.num_frames, fps=d.fps, duration=d.clip_duration
+    )
+    frames = d.num_frames * step
+    root = Path(d.root_path or "runs/data/moving_digits") / f"{frames}f_{d.crop_size}px"
     videos = moving_digits_videos if split == "train" else moving_digits_videos // 4
     csv = make_moving_digits(
-        root, num_videos=videos, num_frames=d.num_frames * d.sampling_rate, size=d.crop_size, split=split
+        root, num_videos=videos, num_frames=frames, size=d.crop_size, split=split, fps=MOVING_DIGITS_FPS
     )
-    return [str(csv)]
+    return [str(csv)] * len(d.dataset_fpcs or [d.num_frames])
 
 
-def _video_data(cfg: PretrainConfig, seed: int, moving_digits_videos: int) -> tuple[MapDataset, MaskCollator]:
+def _video_data(cfg: PretrainConfig, seed: int, moving_digits_videos: int) -> tuple[MapDataset, Collator]:
     from jepa.video.datasets import VideoDataset
     from jepa.video.masks import MultiblockMaskCollator3D
     from jepa.video.transforms import VideoTrainTransform
@@ -103,7 +118,9 @@ def _video_data(cfg: PretrainConfig, seed: int, moving_digits_videos: int) -> tu
         video_annotation_files(cfg, moving_digits_videos=moving_digits_videos),
         datasets_weights=d.datasets_weights,
         frames_per_clip=d.num_frames,
-        frame_step=d.sampling_rate,
+        dataset_fpcs=d.dataset_fpcs,
+        frame_step=d.frame_step or 1,  # unused: fps or clip_duration picks the step of each video
+        fps=d.fps,
         duration=d.clip_duration,
         num_clips=d.num_clips,
         random_clip_sampling=True,
@@ -115,19 +132,57 @@ def _video_data(cfg: PretrainConfig, seed: int, moving_digits_videos: int) -> tu
         max_bad_fraction=d.max_bad_fraction,
     )
     assert isinstance(cfg.mask, list)  # a vjepa config holds a list of mask configs (PretrainConfig checks it)
-    collator = MultiblockMaskCollator3D(
-        cfg.mask, crop_size=d.crop_size, num_frames=d.num_frames, patch_size=d.patch_size,
-        tubelet_size=d.tubelet_size, seed=seed,
-    )  # fmt: skip
-    return dataset, collator
+    grid = dict(crop_size=d.crop_size, patch_size=d.patch_size, tubelet_size=d.tubelet_size, seed=seed)
+    if len(d.clip_lengths) > 1:
+        return dataset, MultiLengthMaskCollator(cfg.mask, d.clip_lengths, **grid)
+    return dataset, MultiblockMaskCollator3D(cfg.mask, num_frames=d.num_frames, **grid)
 
 
 def mask_sets(cfg: PretrainConfig, masks_enc: list[Tensor], masks_pred: list[Tensor]) -> list[MaskSet]:
     """Pair a batch's masks as the JEPA module takes them: I-JEPA has one set (its context masks with all its
-    target masks); V-JEPA has one (context, target) pair per mask config, set ``i`` using mask token ``i``."""
+    target masks); V-JEPA has one (context, target) pair per mask config (its mask token: see
+    :func:`mask_token_indices`)."""
     if cfg.is_video:
         return [([e], [p]) for e, p in zip(masks_enc, masks_pred, strict=True)]
     return [(masks_enc, masks_pred)]
+
+
+def mask_token_indices(cfg: PretrainConfig, length_index: int, count: int) -> list[int]:
+    """The predictor mask token of each of ``count`` mask sets of the clips of length group ``length_index``
+    (:meth:`jepa.config.PretrainConfig.mask_token_index`; I-JEPA's one set uses token 0)."""
+    return [cfg.mask_token_index(length_index, i) for i in range(count)]
+
+
+def spare_mask_tokens(cfg: PretrainConfig) -> int:
+    """How many of the predictor's mask tokens no mask set ever uses (V-JEPA 2 builds one per (mask config,
+    ``dataset_fpcs`` entry) and uses one per distinct length); they get no gradient, which DDP must be told."""
+    configs = len(cfg.mask) if isinstance(cfg.mask, list) else 1
+    used = {cfg.mask_token_index(g, i) for g in range(len(cfg.data.clip_lengths)) for i in range(configs)}
+    return cfg.num_mask_tokens - len(used)
+
+
+def clip_groups(cfg: PretrainConfig, batch: Any, device: torch.device | str = "cpu") -> list[ClipGroup]:
+    """A loader batch as the JEPA module takes it, on ``device``: one :class:`ClipGroup` per clip length.
+
+    ``batch`` is what the config's collator returns: ``((x, labels, seeds), masks_enc, masks_pred)``, or with
+    several clip lengths a list of :class:`LengthGroup`.
+    """
+    parts: Sequence[tuple[int, Any, list[Tensor], list[Tensor]]]
+    if isinstance(batch, list) and all(isinstance(g, LengthGroup) for g in batch):
+        parts = batch
+    else:
+        collated, masks_enc, masks_pred = batch
+        parts = [(0, collated, masks_enc, masks_pred)]
+    groups = []
+    for length_index, collated, masks_enc, masks_pred in parts:
+        x = collated[0].to(device, non_blocking=True)
+        sets = mask_sets(
+            cfg,
+            [m.to(device, non_blocking=True) for m in masks_enc],
+            [m.to(device, non_blocking=True) for m in masks_pred],
+        )
+        groups.append(ClipGroup(x, sets, mask_token_indices(cfg, length_index, len(sets))))
+    return groups
 
 
 def loss_type_for(cfg: PretrainConfig) -> str:
@@ -151,4 +206,5 @@ def pretrain_schedules(opt: OptimizationConfig, ipe: int) -> Schedules:
         weight_decay=opt.weight_decay,
         final_weight_decay=opt.final_weight_decay,
         ema=opt.ema,
+        anneal=opt.is_anneal,
     )

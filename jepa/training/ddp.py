@@ -16,13 +16,23 @@ _NO_BUFFER_SYNC: dict[str, Any] = (
 
 
 def wrap_ddp(
-    module: nn.Module, device: torch.device, world_size: int, *, sync_buffers: bool = True, static_graph: bool = False
+    module: nn.Module,
+    device: torch.device,
+    world_size: int,
+    *,
+    sync_buffers: bool = True,
+    static_graph: bool = False,
+    find_unused_parameters: bool = False,
 ) -> nn.Module:
     """``module`` with one process; with several, a DDP wrapper that averages its gradients over the ranks (on
     ``device``'s index for CUDA). ``sync_buffers`` False skips broadcasting buffers before every forward (a model
-    without batch norm changes none); ``static_graph`` is DDP's flag for a graph that is the same at every step."""
+    without batch norm changes none); ``static_graph`` is DDP's flag for a graph that is the same at every step;
+    ``find_unused_parameters`` lets some parameters go without a gradient in a step (V-JEPA 2's spare mask tokens),
+    at the cost of a walk over the graph per step."""
     if world_size == 1:
         return module
     ids = [device.index] if device.type == "cuda" else None
     options = {} if sync_buffers else _NO_BUFFER_SYNC
-    return DistributedDataParallel(module, device_ids=ids, static_graph=static_graph, **options)
+    return DistributedDataParallel(
+        module, device_ids=ids, static_graph=static_graph, find_unused_parameters=find_unused_parameters, **options
+    )

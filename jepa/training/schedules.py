@@ -6,6 +6,12 @@ Step conventions follow the official code, where the LR/WD schedulers are steppe
 momentum generator yields its first value at the first update: the update with 0-based global index ``i`` uses
 ``lr(i + 1)``, ``wd(i + 1)`` and ``momentum(i)``. All three span ``T = int(ipe_scale * epochs * ipe)`` steps
 (``ipe``: iterations per epoch), so with ``ipe_scale > 1`` training ends before they reach their final values.
+
+An anneal run (V-JEPA 2's cooldown, ``optimization.is_anneal``) replaces the warmup-cosine LR by the official
+linear decay from ``lr`` to ``final_lr`` over the same ``T`` steps, with no warmup (``start_lr`` and ``warmup`` are
+not read, and gradient clipping, which waits for the end of the warmup, applies from the first update). The
+weight-decay cosine and the EMA ramp are the same functions as in pretraining; all three count from the anneal
+run's own step 0, so the cooldown starts at ``lr``, ``weight_decay`` and ``ema[0]``.
 """
 
 import math
@@ -31,6 +37,13 @@ def cosine(step: int, total_steps: int, start: float, final: float) -> float:
     return max(final, value) if final <= start else min(final, value)
 
 
+def linear_decay(step: int, total_steps: int, start: float, final: float) -> float:
+    """The official anneal LR: ``start + (step / T) * (final - start)`` (in that order, so the values are the
+    official ones to the bit), clamped at ``final`` after ``T``. The official scheduler does not clamp, but an anneal
+    run's ``T = ipe_scale * epochs * ipe`` with ``ipe_scale >= 1`` never passes its end."""
+    return start + (min(step, total_steps) / max(1, total_steps)) * (final - start)
+
+
 def linear(step: int, total_steps: int, start: float, final: float) -> float:
     """Straight line from ``start`` to ``final`` over ``total_steps``, clamped at ``final`` after."""
     return start + min(step, total_steps) * (final - start) / total_steps
@@ -50,6 +63,7 @@ class Schedules:
     weight_decay: float
     final_weight_decay: float
     ema: tuple[float, float]
+    anneal: bool = False  # the cooldown's linear-decay LR without warmup (see the module docstring)
 
     @property
     def total_steps(self) -> int:
@@ -57,9 +71,11 @@ class Schedules:
 
     @property
     def warmup_steps(self) -> int:
-        return int(self.warmup_epochs * self.ipe)
+        return 0 if self.anneal else int(self.warmup_epochs * self.ipe)
 
     def lr_at(self, i: int) -> float:
+        if self.anneal:
+            return linear_decay(i + 1, self.total_steps, self.lr, self.final_lr)
         return warmup_cosine(i + 1, self.warmup_steps, self.total_steps, self.start_lr, self.lr, self.final_lr)
 
     def wd_at(self, i: int) -> float:

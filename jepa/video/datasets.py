@@ -40,12 +40,13 @@ def frame_step_for(
     """The frame step that samples a video of ``video_fps`` at a target rate or over a target duration.
 
     Exactly one of:
-        fps: take frames at this rate: ``step = round(video_fps / fps)``.
+        fps: take frames at this rate, as V-JEPA 2's data set computes it: ``step = ceil(video_fps) // fps``
+            (rounded down, from the container's rate rounded up: 29.97 fps at a target of 4 steps by 7).
         duration: a clip of ``frames_per_clip`` frames covers this many seconds:
-            ``step = round(duration * video_fps / frames_per_clip)``.
+            ``step = round(duration * video_fps / frames_per_clip)`` (rounded half up).
 
-    Rounds half up and never returns less than 1 (a target rate above the video's repeats no frame: it reads
-    every frame).
+    Never returns less than 1 (a target rate above the video's repeats no frame: it reads every frame; the
+    official code stops there).
     """
     if (fps is None) == (duration is None):
         raise ValueError(f"give exactly one of fps and duration, got fps={fps}, duration={duration}")
@@ -56,12 +57,10 @@ def frame_step_for(
     if fps is not None:
         if not fps > 0:
             raise ValueError(f"fps must be positive, got {fps}")
-        step = video_fps / fps
-    elif duration is not None:  # always, when fps is None (exactly one is given)
-        if not duration > 0:
-            raise ValueError(f"duration must be positive, got {duration}")
-        step = duration * video_fps / frames_per_clip
-    return max(1, math.floor(step + 0.5))
+        return max(1, int(math.ceil(video_fps) // fps))
+    if duration is None or not duration > 0:  # duration is given here (exactly one of the two is)
+        raise ValueError(f"duration must be positive, got {duration}")
+    return max(1, math.floor(duration * video_fps / frames_per_clip + 0.5))
 
 
 def clip_indices(
@@ -192,7 +191,7 @@ class VideoDataset(RobustDataset):
     ``dataset[i]`` is ``(clips, label, j)``: ``j`` is the index actually loaded (see
     :class:`jepa.data.RobustDataset`), ``label`` its int label, and ``clips`` the transformed clip when
     ``num_clips == 1``, else a list of ``num_clips`` transformed clips in temporal order. Without ``transform`` a
-    clip is a uint8 tensor ``[T, H, W, 3]`` (``T = frames_per_clip``); ``transform`` receives that tensor.
+    clip is a uint8 tensor ``[T, H, W, 3]`` (``T`` the index's :attr:`clip_lengths`); ``transform`` receives it.
 
     Random clip positions come from a numpy generator seeded from ``seed`` and one draw of torch's global
     generator, so :class:`jepa.data.sampling.SeededDataset` makes them a function of the sample's seed.
@@ -201,6 +200,8 @@ class VideoDataset(RobustDataset):
         data_paths: annotation CSVs (see :func:`read_annotation_csv`).
         datasets_weights: relative weight of each CSV in :attr:`sample_weights`; None weighs every video equally.
         frames_per_clip: frames per clip.
+        dataset_fpcs: instead, the frames per clip of each CSV of ``data_paths`` (V-JEPA 2: clips of several
+            lengths in one data set; see :attr:`clip_lengths`).
         frame_step: frames between consecutive frames of a clip (the config's ``sampling_rate``).
         fps, duration: instead of ``frame_step``, a per-video step from the video's frame rate (at most one; see
             :func:`frame_step_for`).
@@ -217,6 +218,8 @@ class VideoDataset(RobustDataset):
         paths: video path per index.
         targets: int64 ``[len]``, label per index.
         dataset_ids: int64 ``[len]``, which CSV of ``data_paths`` each index comes from.
+        clip_lengths: int64 ``[len]``, frames per clip of each index (``frames_per_clip``, or its CSV's entry of
+            ``dataset_fpcs``).
         sample_weights: float64 ``[len]``, summing to 1; the videos of CSV ``d`` share its normalised weight
             equally (``weight_d / sum(weights) / num_videos_d``). Draw with
             :class:`jepa.data.sampling.WeightedEpochSampler`.
@@ -232,6 +235,7 @@ class VideoDataset(RobustDataset):
         frames_per_clip: int = 16,
         frame_step: int = 4,
         fps: float | None = None,
+        dataset_fpcs: Sequence[int] | None = None,
         duration: float | None = None,
         num_clips: int = 1,
         random_clip_sampling: bool = True,
@@ -255,6 +259,11 @@ class VideoDataset(RobustDataset):
         for name, value in (("frames_per_clip", frames_per_clip), ("frame_step", frame_step), ("num_clips", num_clips)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if dataset_fpcs is not None:
+            if len(dataset_fpcs) != len(data_paths):
+                raise ValueError(f"{len(dataset_fpcs)} dataset_fpcs for {len(data_paths)} annotation files")
+            if min(dataset_fpcs) < 1:
+                raise ValueError(f"dataset_fpcs must be >= 1, got {list(dataset_fpcs)}")
         self.data_paths = [Path(p) for p in data_paths]
         self.frames_per_clip = frames_per_clip
         self.frame_step = frame_step
@@ -273,6 +282,8 @@ class VideoDataset(RobustDataset):
         self.paths: list[Path] = [path for samples in per_csv for path, _ in samples]
         self.targets = np.array([label for samples in per_csv for _, label in samples], dtype=np.int64)
         self.dataset_ids = np.repeat(np.arange(len(per_csv)), [len(s) for s in per_csv])
+        fpcs = [frames_per_clip] * len(per_csv) if dataset_fpcs is None else list(dataset_fpcs)
+        self.clip_lengths = np.asarray(fpcs, dtype=np.int64)[self.dataset_ids]
         self.sample_weights = _sample_weights([len(s) for s in per_csv], datasets_weights, self.data_paths)
 
     def __len__(self) -> int:
@@ -283,19 +294,18 @@ class VideoDataset(RobustDataset):
 
     def load(self, index: int) -> tuple[object, int]:
         path = self.paths[index]
+        fpc = int(self.clip_lengths[index])
         num_frames = self.decoder.num_frames(path)
         step = self.frame_step
         if self.fps is not None or self.duration is not None:
-            step = frame_step_for(
-                self.decoder.fps(path), frames_per_clip=self.frames_per_clip, fps=self.fps, duration=self.duration
-            )
+            step = frame_step_for(self.decoder.fps(path), frames_per_clip=fpc, fps=self.fps, duration=self.duration)
         rng = None
         if self.random_clip_sampling:
             rng = np.random.default_rng(mix_seed(self.seed, int(torch.randint(2**62, ()))))
         try:
             clips = clip_indices(
                 num_frames,
-                self.frames_per_clip,
+                fpc,
                 step,
                 self.num_clips,
                 self.random_clip_sampling,
@@ -305,16 +315,16 @@ class VideoDataset(RobustDataset):
             )
         except TooShort as e:
             raise TooShort(f"{path}: {e}") from None
-        needed = (self.frames_per_clip - 1) * step + 1  # the last frame a clip from frame 0 reads, plus one
+        needed = (fpc - 1) * step + 1  # the last frame a clip from frame 0 reads, plus one
         if num_frames < needed:
-            self._note_padded(path, num_frames, needed, step)
+            self._note_padded(path, num_frames, fpc, needed, step)
         # One read for all clips: the decoder visits the file once, in order.
         frames = torch.from_numpy(self.decoder.read(path, np.concatenate(clips), self.resize_on_decode))
-        views = frames.split(self.frames_per_clip)
+        views = frames.split(fpc)
         out: list[object] = list(views) if self.transform is None else [self.transform(clip) for clip in views]
         return (out[0] if self.num_clips == 1 else out), int(self.targets[index])
 
-    def _note_padded(self, path: Path, num_frames: int, needed: int, step: int) -> None:
+    def _note_padded(self, path: Path, num_frames: int, fpc: int, needed: int, step: int) -> None:
         key = str(path)
         if key in self.padded_files:
             return
@@ -322,7 +332,7 @@ class VideoDataset(RobustDataset):
         logger.warning(
             "%s holds %d frames but a clip of %d frames every %d needs %d: padding it by repeating its last frame "
             "(%d short videos padded so far in this process; filter_short_videos skips them instead)",
-            key, num_frames, self.frames_per_clip, step, needed, len(self.padded_files),
+            key, num_frames, fpc, step, needed, len(self.padded_files),
         )  # fmt: skip
 
 

@@ -8,8 +8,9 @@ Multiblock 3D (:class:`MultiblockMaskCollator3D`): a batch carries one *mask set
 :class:`jepa.config.pretrain.VideoMaskConfig`). Per batch and config, one block size ``(t, h, w)`` is drawn; per
 sample, ``num_blocks`` blocks of that size are placed at random. The context (what the encoder sees) is everything
 outside the blocks within the first ``max(1, int(max_temporal_keep * T))`` time steps, and the target (what the
-predictor predicts) is its complement: the blocks plus every later time step, as in the official code.
-Departures from the official code:
+predictor predicts) is its complement: the blocks plus every later time step, as in the official code. Both are
+truncated to the batch's shortest row; with ``full_complement`` the target is then everything outside the truncated
+context (V-JEPA 2's option). Departures from the official code:
 
 * the scale and the aspect ratio of a block are independent draws and the aspect ratio is log-uniform, so ``a`` and
   ``1 / a`` are equally likely (the official code drew it uniformly); ``h = round(sqrt(s * H * W * a))`` from the
@@ -18,6 +19,9 @@ Departures from the official code:
 * a sample whose context comes out empty is redrawn a bounded number of times, then a clear error is raised (the
   official code looped forever);
 
+Clips of several lengths in one batch (V-JEPA 2's ``dataset_fpcs``, :class:`MultiLengthMaskCollator`): the samples
+are grouped by length and each group gets its own multiblock masks, drawn on its own token grid.
+
 Random tubes (:class:`TubeMaskCollator`): per sample, a random subset of the spatial positions is masked at every
 time step; the masked tubes are the target and the rest the context.
 """
@@ -25,7 +29,7 @@ time step; the masked tubes are the target and the rest the context.
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -39,7 +43,7 @@ from jepa.masks.collate import MaskCollator, truncate_to_min
 # always covers the whole kept time span (for example spatial_scale near 1 with several blocks).
 _CONTEXT_TRIES = 50
 
-_OPTIONAL_KEYS = ("max_temporal_keep", "max_keep")
+_OPTIONAL_KEYS = ("max_temporal_keep", "max_keep", "full_complement")
 
 
 def video_token_grid(
@@ -113,8 +117,9 @@ class MultiblockMaskCollator3D(MaskCollator):
 
     Called on a batch of samples ``(..., index)``, returns ``(collated, masks_enc, masks_pred)`` where ``masks_enc``
     and ``masks_pred`` hold one LongTensor ``[B, K]`` per mask config, in config order (the trainer pairs entry ``i``
-    of both lists and uses predictor mask token ``i``). Each row holds the ascending flat ``(t, h, w)`` row-major
-    indices of one sample's context (or target) tokens, truncated to the shortest row of the batch (see
+    of both lists; :meth:`jepa.config.PretrainConfig.mask_token_index` gives its predictor mask token). Each row
+    holds the ascending flat ``(t, h, w)`` row-major indices of one sample's context (or target) tokens, truncated
+    to the shortest row of the batch (see
     :func:`jepa.masks.collate.truncate_to_min`); contexts are also capped at the config's ``max_keep``.
     """
 
@@ -204,8 +209,15 @@ class MultiblockMaskCollator3D(MaskCollator):
             if spec.max_keep is not None:
                 enc = enc[:, : spec.max_keep]
             masks_enc.append(enc)
-            masks_pred.append(truncate_to_min(mask_set.pred))
+            masks_pred.append(self._complement(enc) if spec.full_complement else truncate_to_min(mask_set.pred))
         return masks_enc, masks_pred
+
+    def _complement(self, enc: Tensor) -> Tensor:
+        """``[B, N - K]``: per row of ``enc`` ``[B, K]``, the ascending indices of every other token of the grid
+        (each row names ``K`` distinct tokens, so the rows of the complement have equal lengths)."""
+        outside = torch.ones(enc.shape[0], math.prod(self.grid_size), dtype=torch.bool)
+        outside.scatter_(1, enc, False)
+        return outside.nonzero()[:, 1].reshape(enc.shape[0], -1)
 
     def _place_blocks(self, thw: tuple[int, int, int], num_blocks: int, generator: torch.Generator) -> Tensor:
         """The union of ``num_blocks`` blocks of size ``thw`` at uniform positions, as a BoolTensor ``[T, H, W]``."""
@@ -218,6 +230,80 @@ class MultiblockMaskCollator3D(MaskCollator):
             left = randint(generator, self.width - w + 1)
             covered[start : start + t, top : top + h, left : left + w] = True
         return covered
+
+
+class LengthGroup(NamedTuple):
+    """The samples of one clip length in a batch, as :class:`MultiLengthMaskCollator` returns them.
+
+    Attributes:
+        length_index: the length's position in the collator's :attr:`~MultiLengthMaskCollator.lengths`.
+        batch: ``default_collate`` of the group's samples in batch order, e.g. ``(clips [B_g, 3, T_g, H, W],
+            labels, seeds)``.
+        masks_enc: one context LongTensor ``[B_g, K]`` per mask config, on the group's token grid.
+        masks_pred: one target LongTensor ``[B_g, K']`` per mask config.
+    """
+
+    length_index: int
+    batch: Any
+    masks_enc: list[Tensor]
+    masks_pred: list[Tensor]
+
+
+class MultiLengthMaskCollator:
+    """V-JEPA 2's collator for batches of clips of several lengths, as a DataLoader ``collate_fn``.
+
+    The samples of a batch (``(clip [3, T, H, W], ..., seed)``) are grouped by their clip's ``T``, keeping batch
+    order inside a group, as the official collator does. Each non-empty group, in the order of :attr:`lengths`, is
+    collated by the :class:`MultiblockMaskCollator3D` of its length, which draws the group's masks from a generator
+    seeded by the group's sample seeds alone: the masks stay a pure function of the samples, and a batch of one
+    length gets exactly the masks the single-length collator gives it. Returns a list of :class:`LengthGroup`.
+    """
+
+    def __init__(
+        self,
+        cfgs_mask: Sequence[VideoMaskConfig | Mapping[str, Any]],
+        lengths: Sequence[int],
+        crop_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            cfgs_mask: the mask specs (see :class:`MultiblockMaskCollator3D`).
+            lengths: the clip lengths in frames, in group order (repeats count once: the official
+                ``dataset_fpcs`` lists one per data set).
+            crop_size, patch_size, tubelet_size, seed: as for :class:`MultiblockMaskCollator3D`.
+        """
+        self.lengths = tuple(dict.fromkeys(int(n) for n in lengths))
+        if not self.lengths:
+            raise ValueError("lengths lists no clip length")
+        self.seed = int(seed)
+        self.collators = [
+            MultiblockMaskCollator3D(cfgs_mask, crop_size, n, patch_size, tubelet_size, seed) for n in self.lengths
+        ]
+
+    def __call__(self, batch: list[tuple]) -> list[LengthGroup]:
+        if len(batch) == 0:
+            raise ValueError("cannot collate an empty batch")
+        groups: dict[int, list[tuple]] = {}
+        for pos, sample in enumerate(batch):
+            clip = sample[0] if isinstance(sample, tuple | list) and sample else None
+            if not isinstance(clip, Tensor) or clip.dim() != 4:
+                raise TypeError(
+                    f"{type(self).__name__} needs samples (clip [3, T, H, W], ..., seed); sample {pos} starts with "
+                    f"{type(clip).__name__ if not isinstance(clip, Tensor) else tuple(clip.shape)}"
+                )
+            frames = int(clip.shape[1])
+            if frames not in self.lengths:
+                raise ValueError(f"sample {pos} is a clip of {frames} frames; this collator takes {list(self.lengths)}")
+            groups.setdefault(frames, []).append(sample)
+        out = []
+        for index, (frames, collator) in enumerate(zip(self.lengths, self.collators)):
+            if frames in groups:
+                collated, masks_enc, masks_pred = collator(groups[frames])
+                out.append(LengthGroup(index, collated, masks_enc, masks_pred))
+        return out
 
 
 class TubeMaskCollator(MaskCollator):
