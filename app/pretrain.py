@@ -54,8 +54,10 @@ from jepa.training import builders
 from jepa.training.builders import build_models, clip_groups, loss_type_for, mask_token_indices, pretrain_schedules
 from jepa.training.builders import mask_sets as mask_sets  # re-exported: tests and scripts pair masks through it
 from jepa.training.ddp import wrap_ddp
+from jepa.training.lejepa import LeJEPA
 from jepa.training.losses import collapse_stats
 from jepa.training.meta_arch import JEPA, ClipGroup, JEPAOutput, MaskSet
+from jepa.training.online_probe import OnlineProbe, make_online_probe, probe_log_path
 from jepa.training.optim import clip_per_module, make_adamw, set_hyperparams_at
 from jepa.training.rng import restore_rng, rng_state, seed_all
 from jepa.training.run import RunFolder, load_modules
@@ -65,7 +67,8 @@ logger = logging.getLogger(__name__)
 
 CSV_COLUMNS = [
     "epoch", "step", "loss", "loss_pred", "loss_reg", "lr", "wd", "momentum", "ctx_tokens", "tgt_tokens",
-    "step_ms", "samples_per_s", "mem_mb", "feat_std", "eff_rank",
+    "step_ms", "samples_per_s", "mem_mb", "feat_std", "eff_rank", "eff_rank_rel", "sigreg", "pos_share",
+    "loss_sigreg",
 ]  # fmt: skip
 # The clips a `dataset_type: moving_digits` run generates, read at every build (so that tests can make it smaller).
 MOVING_DIGITS_VIDEOS = builders.MOVING_DIGITS_VIDEOS
@@ -186,9 +189,17 @@ class Pretrainer:
 
         encoder, predictor = build_models(cfg)
         loss = cfg.loss
-        self.model = JEPA(
-            encoder, predictor, loss_type_for(cfg), loss.loss_exp, loss.reg_coeff, loss.center_targets
-        ).to(self.device)
+        if cfg.app == "lejepa":  # the same encoder, a projector head in the predictor's place (jepa.training.lejepa)
+            self.model: JEPA | LeJEPA = builders.build_lejepa(cfg, encoder).to(self.device)
+        else:
+            self.model = JEPA(
+                encoder, predictor, loss_type_for(cfg), loss.loss_exp, loss.reg_coeff, loss.center_targets,
+                sigreg_weight=loss.sigreg_weight, sigreg_on=loss.sigreg_on, sigreg_directions=loss.sigreg_directions,
+                target=loss.target, seed=cfg.meta.seed,
+            ).to(self.device)  # fmt: skip
+        self._warned_rank = False
+        # meta.eval_freq: the online k-NN probe, on rank 0 (None: off, or no labelled held-out split).
+        self.online_probe = make_online_probe(cfg, self.device) if self.rank == 0 else None
         # DDP averages the gradients of encoder and predictor (the target encoder has none); the target encoder
         # then moves identically on every rank, since every rank applies the same update to the same weights.
         # No buffer changes during training (no batch norm), so nothing to broadcast before each forward.
@@ -363,7 +374,7 @@ class Pretrainer:
                 raise TypeError("train_step(x, mask_sets): a batch tensor needs its mask sets")
             x = [ClipGroup(x, mask_sets, mask_token_indices(self.cfg, 0, len(mask_sets)))]
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
-            out = self.forward_model(x)
+            out = self.forward_model(x, step=i)
         loss = out.loss
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -382,7 +393,9 @@ class Pretrainer:
         self.model.update_target(s.momentum_at(i))
         self.nonfinite |= ~torch.isfinite(loss.detach())
         self.step += 1
-        return JEPAOutput(loss.detach(), out.loss_pred.detach(), out.loss_reg.detach(), out.target_pooled)
+        sigreg = None if out.loss_sigreg is None else out.loss_sigreg.detach()
+        return JEPAOutput(loss.detach(), out.loss_pred.detach(), out.loss_reg.detach(), out.target_pooled, sigreg,
+                          out.position_share)  # fmt: skip
 
     def _batches(self, max_steps: int) -> Iterator[Any]:
         while self.step < max_steps:
@@ -411,6 +424,9 @@ class Pretrainer:
             overwrite: start afresh even though the folder holds another run's ``latest`` (an error otherwise).
         """
         csv = self._open_run(resume, overwrite)
+        probe_csv = self._open_probe_log()
+        if self.step == 0:
+            self._online_probe(0, probe_csv)
         bad_log = self._bad_sample_log(self.rank)
         end = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
         self.model.train()
@@ -436,6 +452,8 @@ class Pretrainer:
             if at_epoch_end or self.step == end or stopped:
                 self.save(last_loss)
                 self._report_bad_samples(bad_log)
+            if at_epoch_end:
+                self._online_probe(self.step // self.ipe, probe_csv)
             if stopped:
                 logger.warning("stop requested: saved %s at step %d of %d", self.latest_path, self.step, end)
                 break
@@ -486,20 +504,56 @@ class Pretrainer:
             loss_reg=metrics["loss_reg"], lr=s.lr_at(i), wd=s.wd_at(i), momentum=s.momentum_at(i),
             ctx_tokens=masks_enc[0].shape[1], tgt_tokens=masks_pred[0].shape[1], step_ms=step_ms,
             samples_per_s=1000 * batch * self.world_size / step_ms, mem_mb=_memory_mb(self.device), **stats,
+            pos_share=metrics["pos_share"], loss_sigreg=metrics["loss_sigreg"],
         )  # fmt: skip
         if csv is not None:
             csv.log(**row)
+        self._warn_dimensional_collapse(stats)
         logger.info(
-            "ep %d step %d/%d loss %.4f lr %.2e wd %.3f m %.4f ctx %d tgt %dx%d std %.3f rank %.1f "
-            "%.0f ms/step %.1f samples/s",
+            "ep %d step %d/%d loss %.4f lr %.2e wd %.3f m %.4f ctx %d tgt %dx%d std %.3f rank %.1f (%.0f%%) "
+            "sigreg %.1f pos %.2f %.0f ms/step %.1f samples/s",
             row["epoch"], self.step, end, row["loss"], row["lr"], row["wd"], row["momentum"], row["ctx_tokens"],
             row["tgt_tokens"], sum(len(p) for g in groups for _, p in g.mask_sets), stats["feat_std"],
-            stats["eff_rank"], step_ms, row["samples_per_s"],
+            stats["eff_rank"], 100 * stats["eff_rank_rel"], stats["sigreg"], row["pos_share"], step_ms,
+            row["samples_per_s"],
         )  # fmt: skip
-        if len(groups) > 1:
+        if len(groups) > 1 and self.cfg.is_video:  # (app lejepa's groups are its view kinds, not clip lengths)
             logger.info("clips of the last batch per length: %s",
                         ", ".join(f"{g.x.shape[2]} frames: {g.x.shape[0]}" for g in groups))  # fmt: skip
         return metrics["loss"], now
+
+    def _open_probe_log(self) -> CSVLogger | None:
+        if self.online_probe is None:
+            return None
+        return self.files.csv_log(probe_log_path(self.folder, self.tag).name, OnlineProbe.COLUMNS, column="epoch",
+                                  value=self.step // self.ipe)  # fmt: skip
+
+    def _online_probe(self, epoch: int, csv: CSVLogger | None) -> None:
+        """``meta.eval_freq``: the k-NN accuracy of the target encoder on the held-out split (rank 0 only)."""
+        probe = self.online_probe
+        if probe is None or not probe.due(epoch, self.cfg.optimization.epochs):
+            return
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.autocast):
+            scores = probe.score(self.model.target_encoder)
+        logger.info("online probe, epoch %d (step %d): k-NN accuracy %.4f on %d held-out samples (%d train)",
+                    epoch, self.step, scores["knn_acc"], scores["val_samples"], scores["train_samples"])  # fmt: skip
+        if csv is not None:
+            csv.log(epoch=epoch, step=self.step, **scores)
+
+    def _warn_dimensional_collapse(self, stats: dict[str, float]) -> None:
+        """Once per run: the pooled target features span less than ``meta.collapse_warn_rank`` of the width (what
+        a healthy ``feat_std`` hides; the issue-14 runs sat at 4% while their probes learnt nothing)."""
+        fraction = self.cfg.meta.collapse_warn_rank
+        if self._warned_rank or fraction <= 0 or stats["eff_rank_rel"] >= fraction:
+            return
+        self._warned_rank = True
+        logger.warning(
+            "step %d: dimensional collapse: the effective rank of the pooled target features is %.1f, %.1f%% of "
+            "the width (below meta.collapse_warn_rank = %.0f%%; batch of %d); feat_std %.3f. Consider "
+            "loss.sigreg_weight > 0 (SIGReg) or a longer warmup / smaller lr",
+            self.step, stats["eff_rank"], 100 * stats["eff_rank_rel"], 100 * fraction,
+            self.global_batch, stats["feat_std"],
+        )  # fmt: skip
 
     def _write_params(self, resumed: bool) -> None:
         """The resolved config next to the run; a resumed run whose config changed keeps the first one and writes
@@ -540,18 +594,23 @@ class Pretrainer:
     def _synced_metrics(self, result: JEPAOutput) -> dict[str, Any]:
         """Losses averaged over ranks, target features of the whole global batch, and whether any rank saw a
         non-finite loss (one collective; a host sync, done on logging steps only)."""
+        zero = result.loss.new_zeros(())
+        sigreg = zero if result.loss_sigreg is None else result.loss_sigreg
+        share = zero if result.position_share is None else result.position_share
+        scalars = (result.loss, result.loss_pred, result.loss_reg, sigreg, share)
         if self.world_size == 1:
+            loss, loss_pred, loss_reg, loss_sigreg, pos_share = (t.item() for t in scalars)
             return dict(
-                loss=result.loss.item(), loss_pred=result.loss_pred.item(), loss_reg=result.loss_reg.item(),
+                loss=loss, loss_pred=loss_pred, loss_reg=loss_reg, loss_sigreg=loss_sigreg, pos_share=pos_share,
                 nonfinite=bool(self.nonfinite), pooled=result.target_pooled,
             )  # fmt: skip
-        losses = torch.stack([t.double() for t in (result.loss, result.loss_pred, result.loss_reg)])
+        losses = torch.stack([t.double() for t in scalars])
         packed = torch.cat([losses, self.nonfinite.double().reshape(1)])
-        loss, loss_pred, loss_reg, nonfinite = all_reduce_sum(packed).tolist()
+        loss, loss_pred, loss_reg, loss_sigreg, pos_share, nonfinite = all_reduce_sum(packed).tolist()
         n = self.world_size
         return dict(
-            loss=loss / n, loss_pred=loss_pred / n, loss_reg=loss_reg / n, nonfinite=nonfinite > 0,
-            pooled=all_gather_cat(result.target_pooled),
+            loss=loss / n, loss_pred=loss_pred / n, loss_reg=loss_reg / n, loss_sigreg=loss_sigreg / n,
+            pos_share=pos_share / n, nonfinite=nonfinite > 0, pooled=all_gather_cat(result.target_pooled),
         )  # fmt: skip
 
     def _check_finite(self, nonfinite: bool) -> None:

@@ -113,7 +113,9 @@ def video_splits(cfg: PretrainConfig, tasks: list[str]) -> dict[str, tuple[objec
             VideoDataset(
                 [csv],
                 frames_per_clip=d.num_frames,
-                frame_step=d.sampling_rate,
+                frame_step=d.frame_step or 1,
+                fps=d.fps,
+                duration=d.clip_duration,
                 random_clip_sampling=False,
                 transform=transform,
                 decoder=d.decoder,
@@ -124,25 +126,55 @@ def video_splits(cfg: PretrainConfig, tasks: list[str]) -> dict[str, tuple[objec
     return out
 
 
-@torch.no_grad()
-def features(encoder, dataset, batch_size: int = 64) -> tuple[Split, torch.Tensor, list[str]]:
-    """Frozen features, the pooled pixels and the unreadable files (listed, never scored)."""
-    encoder.eval()
+@dataclass
+class Decoded:
+    """A split decoded and transformed once (inputs ``[N, ...]``, labels) and the unreadable files, reused by both
+    encoders (and by tasks that label the same videos differently)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    skipped: list[str]
+
+
+_DECODED: dict[tuple, tuple[torch.Tensor, list[int], list[str]]] = {}
+
+
+def decode(dataset, batch_size: int = 64) -> Decoded:
+    """Every readable sample of ``dataset``; inputs are shared between data sets that list the same files in the
+    same order (two label CSVs of one set of videos), so each video is decoded once."""
+    paths = getattr(dataset, "paths", None)
+    key = (type(dataset).__name__, tuple(str(p) for p in paths)) if paths is not None else None
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=DropSkipped())
-    tokens, layers, labels, pixels, skipped = [], [], [], [], []
+    if key is not None and key in _DECODED:
+        x, kept, skipped = _DECODED[key]
+        return Decoded(x, torch.as_tensor(dataset.targets)[kept], skipped)
+    xs, ys, kept, skipped = [], [], [], []
     for batch in loader:
         batch, bad = split_skipped(batch)
         skipped += [f"{s.path}: {s.reason}" for s in bad]
         if batch is None:
             continue
-        x, y = batch[0], batch[1]
+        xs.append(batch[0])
+        ys.append(torch.as_tensor(batch[1]))
+        kept += [int(i) for i in batch[-1]]
+    x = torch.cat(xs)
+    if key is not None:
+        _DECODED[key] = (x, kept, skipped)
+    return Decoded(x, torch.cat(ys), skipped)
+
+
+@torch.no_grad()
+def features(encoder, data: Decoded, batch_size: int = 64) -> tuple[Split, torch.Tensor]:
+    """Frozen features and the pooled pixels of a decoded split."""
+    encoder.eval()
+    tokens, layers, pixels = [], [], []
+    for i in range(0, len(data.x), batch_size):
+        x = data.x[i : i + batch_size]
         outs = encoder.forward_intermediates(x, norm=True, intermediates_only=True)
         tokens.append(outs[-1])
         layers.append(torch.cat([o.mean(dim=1) for o in outs], dim=1))
-        labels.append(y)
         pixels.append(pooled_pixels(x))
-    split = Split(torch.cat(tokens), torch.cat(layers), torch.cat(labels).numpy())
-    return split, torch.cat(pixels), skipped
+    return Split(torch.cat(tokens), torch.cat(layers), data.y.numpy()), torch.cat(pixels)
 
 
 def pooled_pixels(x: torch.Tensor, side: int = 16, frames: int = 4) -> torch.Tensor:
@@ -198,10 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     signals: dict[str, float] = {}
     for task, (train_set, val_set) in splits.items():
         results, pixel_acc = {}, None
+        train_data, val_data = decode(train_set), decode(val_set)
+        for path in sorted(set(train_data.skipped + val_data.skipped)):
+            logger.warning("task %s: unreadable sample, not scored: %s", task, path)
         for name, encoder in (("pretrained", pretrained), ("random", random_encoder)):
-            (tr, tr_pix, tr_bad), (va, va_pix, va_bad) = features(encoder, train_set), features(encoder, val_set)
-            for path in sorted(set(tr_bad + va_bad)):
-                logger.warning("task %s: unreadable sample, not scored: %s", task, path)
+            (tr, tr_pix), (va, va_pix) = features(encoder, train_data), features(encoder, val_data)
             results[name] = probe_all(args.readouts, tr, va, encoder.num_heads, cfg.meta.seed)
             stats = collapse_stats(va.tokens.mean(1))
             for key in ("feat_std", "eff_rank"):

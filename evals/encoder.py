@@ -1,4 +1,5 @@
-"""The frozen encoder of an eval and how batches become probe inputs ``[V, B, N, D]``.
+"""The encoder of an eval (frozen, or trained by the fine-tuning evals) and how batches become probe inputs
+``[V, B, N, D]``.
 
 * Video encoders (``pretrain.frames_per_clip > 1``) embed each clip whole; image encoders embed each frame and
   concatenate the frames' tokens (the official ``FrameAggregation``).
@@ -13,18 +14,18 @@
 """
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from jepa.checkpoint import CheckpointError, load_encoder, read_checkpoint
 from jepa.config import ConfigError
-from jepa.config.evals import EvalConfig, checkpoint_disagreements
+from jepa.config.evals import EvalConfig, EvalConfigBase, checkpoint_disagreements
 from jepa.config.pretrain import model_spec_from_config_dict
-from jepa.config.spec import EncoderSpec, with_architecture_of
+from jepa.config.spec import EncoderSpec, ModelSpec, with_architecture_of
 from jepa.models import VisionTransformer
 from jepa.models.builder import build_encoder_from_spec
 from jepa.video.transforms import images_as_clips
@@ -32,9 +33,13 @@ from jepa.video.transforms import images_as_clips
 logger = logging.getLogger(__name__)
 
 
-def eval_encoder_spec(cfg: EvalConfig, stored: Mapping[str, Any] | None = None, path: str | Path = "") -> EncoderSpec:
+M = TypeVar("M", bound=nn.Module)
+
+
+def eval_encoder_spec(cfg: EvalConfigBase, stored: ModelSpec | None = None, path: str | Path = "") -> EncoderSpec:
     """The encoder an eval builds: ``cfg.pretrain``'s, or, when the checkpoint ``path`` stores its config
-    (``stored``: ours do), the architecture recorded there, at the eval's resolution and frame count.
+    (``stored``, the model it describes: ours do), the architecture recorded there, at the eval's resolution and
+    frame count.
 
     Raises:
         ConfigError: ``cfg.pretrain`` describes another encoder than the stored config (each key with both values).
@@ -42,46 +47,83 @@ def eval_encoder_spec(cfg: EvalConfig, stored: Mapping[str, Any] | None = None, 
     """
     spec = cfg.encoder_spec()
     if stored is not None:
-        trained = model_spec_from_config_dict(stored).encoder
-        problems = checkpoint_disagreements(cfg, trained, path)
+        problems = checkpoint_disagreements(cfg, stored, path)
         if problems:
             raise ConfigError("; ".join(problems))
-        spec = with_architecture_of(spec, trained)
+        spec = with_architecture_of(spec, stored.encoder)
     if spec.num_heads is None:
         raise CheckpointError("pretrain.num_heads is required with model_name null (not recorded in the checkpoint)")
     return spec
 
 
-def build_frozen_encoder(cfg: EvalConfig) -> tuple[VisionTransformer, str | None]:
-    """The encoder :func:`eval_encoder_spec` describes, loaded strictly from ``pretrain.folder / checkpoint`` (or
-    randomly initialised when ``checkpoint`` is null), frozen and in eval mode; returns it and the checkpoint path."""
+def build_pretrained(
+    cfg: EvalConfigBase,
+    build: Callable[[EncoderSpec], M],
+    load: Callable[[dict[str, Any], EncoderSpec, ModelSpec | None], M],
+    what: str = "encoder",
+) -> tuple[M, str | None]:
+    """The eval's model (the encoder, or the modules around it), frozen and in eval mode, and the checkpoint it
+    comes from (None: randomly initialised, seeded with ``pretrain.seed``, the baseline to compare with).
+
+    ``pretrain.folder / checkpoint`` is read once: its stored config (ours keep one) is checked against
+    ``pretrain`` (:func:`eval_encoder_spec`), then ``load(checkpoint, encoder spec, stored model spec or None)``
+    builds the model from its weights, strictly; a :class:`CheckpointError` it raises names the file. With
+    ``checkpoint: null``, ``build(encoder spec)`` builds it instead.
+    """
     p = cfg.pretrain
     path = p.checkpoint_path
     if path is None:
         spec = eval_encoder_spec(cfg)
-        logger.warning("pretrain.checkpoint is null: evaluating a RANDOMLY INITIALISED encoder (seed %d)", p.seed)
+        logger.warning("pretrain.checkpoint is null: evaluating a RANDOMLY INITIALISED %s (seed %d)", what, p.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
-            encoder = build_encoder_from_spec(spec)
-        encoder.eval().requires_grad_(False)
-        return encoder, None
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrain.folder / pretrain.checkpoint: {path} does not exist")
-    ckpt = read_checkpoint(path)  # read once: its stored config, then its weights
-    stored = ckpt.get("config")
-    spec = eval_encoder_spec(cfg, stored if isinstance(stored, dict) else None, path)
-    try:
-        encoder = load_encoder(ckpt, which=p.checkpoint_key, spec=spec)
-    except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}") from e
-    return encoder, str(path)
+            model = build(spec)
+    else:
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrain.folder / pretrain.checkpoint: {path} does not exist")
+        ckpt = read_checkpoint(path)  # read once: its stored config, then its weights
+        stored = ckpt.get("config")
+        try:
+            described = model_spec_from_config_dict(stored) if isinstance(stored, dict) else None
+        except (ConfigError, ValueError) as e:
+            raise ConfigError(f"pretrain.checkpoint: the config stored in {path} does not describe a model: {e}") from e
+        spec = eval_encoder_spec(cfg, described, path)
+        try:
+            model = load(ckpt, spec, described)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from e
+    model.eval().requires_grad_(False)
+    return model, None if path is None else str(path)
 
 
-class FrozenTokens(nn.Module):
-    """Batch -> probe inputs ``[V, B, N, D]`` from a frozen encoder (see the module docstring).
+def build_frozen_encoder(cfg: EvalConfig) -> tuple[VisionTransformer, str | None]:
+    """The encoder :func:`eval_encoder_spec` describes, loaded strictly from ``pretrain.folder / checkpoint`` (or
+    randomly initialised when ``checkpoint`` is null), frozen and in eval mode; returns it and the checkpoint path.
+    :func:`build_tuned_encoder` gives it to be trained instead."""
+
+    def load(ckpt: dict[str, Any], spec: EncoderSpec, stored: ModelSpec | None) -> VisionTransformer:
+        return load_encoder(ckpt, which=cfg.pretrain.checkpoint_key, spec=spec)
+
+    return build_pretrained(cfg, build_encoder_from_spec, load)
+
+
+def build_tuned_encoder(cfg: EvalConfig) -> tuple[VisionTransformer, str | None]:
+    """The encoder of :func:`build_frozen_encoder`, to be trained (the fine-tuning evals): every parameter but the
+    fixed sine-cosine position table (never trained, as in pretraining) takes gradients; its blocks drop paths at
+    ``optimization.drop_path`` (in training mode, which the engine sets)."""
+    encoder, source = build_frozen_encoder(cfg)
+    encoder.requires_grad_(True)
+    if encoder.pos_embed is not None:
+        encoder.pos_embed.requires_grad_(False)
+    return encoder, source
+
+
+class EncoderTokens(nn.Module):
+    """Batch -> probe inputs ``[V, B, N, D]`` from an encoder (see the module docstring): a frozen one's, or with
+    gradients, the one a fine-tuning eval trains.
 
     Args:
-        encoder: a frozen :class:`VisionTransformer`.
+        encoder: a :class:`VisionTransformer`.
         attend_across_segments: concatenate the segments of each view (video batches).
         image_frames: frames of the static clip an image becomes for a video encoder.
         out_layers: blocks whose normalised outputs are concatenated along the tokens (None: the last block).
@@ -147,7 +189,7 @@ class FrozenTokens(nn.Module):
         return tokens.flatten(0, 1)  # [S * V, B, N, D]
 
 
-def make_encode(tokens: FrozenTokens, device: torch.device):
+def make_encode(tokens: EncoderTokens, device: torch.device):
     """The eval engine's ``encode``: a ``(inputs, labels, ...)`` batch -> ``(tokens [V, B, N, D], labels)``."""
 
     def encode(batch) -> tuple[Tensor, Tensor]:
@@ -155,3 +197,9 @@ def make_encode(tokens: FrozenTokens, device: torch.device):
         return tokens(x.to(device, non_blocking=True)), labels
 
     return encode
+
+
+def encoder_inputs(batch) -> tuple[Tensor, Tensor]:
+    """A fine-tuning eval's ``encode``: a ``(inputs, labels, ...)`` batch -> ``(inputs, labels)``, which the engine
+    gives the trained :class:`EncoderTokens`."""
+    return batch[0], batch[1]

@@ -19,9 +19,11 @@ def train_loader(
     num_workers: int,
     pin_memory: bool,
     collate_fn: Callable | None = None,
+    drop_last: bool = False,
 ) -> DataLoader:
     """Every rank gets ``len // world_size`` samples of a per-epoch permutation; each sample's augmentation is
-    seeded from ``(seed, epoch, index)``, so a resumed epoch sees the same crops. Ranks get equal batch counts."""
+    seeded from ``(seed, epoch, index)``, so a resumed epoch sees the same crops. Ranks get equal batch counts.
+    ``drop_last`` drops each epoch's last, smaller batch (mixed batches must be of even size)."""
     sampler = EpochSampler(len(dataset), seed, shuffle=True, rank=rank, world_size=world_size)
     return DataLoader(
         SeededDataset(dataset),
@@ -29,7 +31,7 @@ def train_loader(
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        drop_last=False,
+        drop_last=drop_last,
         collate_fn=collate_fn,
         generator=torch.Generator().manual_seed(seed),
     )
@@ -64,10 +66,13 @@ def make_loaders(
     cfg, train: MapDataset | None, val: MapDataset, rank: int, world_size: int, collate_fn: Callable | None = None
 ) -> tuple[DataLoader | None, DataLoader]:
     """The training and validation loaders of an eval config (see :func:`train_loader`, :func:`val_loader`); no
-    training loader without a training set (``val_only``)."""
+    training loader without a training set (``val_only``). With Mixup / CutMix the last, smaller training batch of
+    an epoch is dropped (timm mixes even batches only)."""
     common = dict(
         batch_size=cfg.optimization.batch_size, rank=rank, world_size=world_size, num_workers=cfg.data.num_workers,
         pin_memory=cfg.data.pin_mem and torch.cuda.is_available(), collate_fn=collate_fn,
     )  # fmt: skip
-    train_batches = None if train is None else train_loader(train, seed=cfg.pretrain.seed, **common)
+    if train is None:
+        return None, val_loader(val, **common)
+    train_batches = train_loader(train, seed=cfg.pretrain.seed, drop_last=cfg.optimization.mixes, **common)
     return train_batches, val_loader(val, **common)

@@ -3,8 +3,9 @@
     python -m evals.main --fname configs/evals/k400.yaml [--devices cpu | cuda:0 [cuda:1 ...]] [--validate]
                          [--set optimization.lr=5e-4 ...] [--resume]
 
-The config's ``eval_name`` picks the eval (``video_classification_frozen``, ``image_classification_frozen`` or
-``action_anticipation_frozen``).
+The config's ``eval_name`` picks the eval (``video_classification_frozen``, ``image_classification_frozen``,
+``action_anticipation_frozen``, or the fine-tuning ones ``video_classification_finetune`` and
+``image_classification_finetune``).
 Official V-JEPA eval YAML files are accepted unchanged. ``--validate`` loads and checks the config, prints it
 resolved and exits (0: valid, 1: not). ``--resume`` resumes the probes from ``<folder>/<write_tag>-latest.pth.tar``
 whatever ``resume_checkpoint`` says (what a requeued job does). ``--set pretrain.checkpoint=null`` evaluates a
@@ -37,11 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return run_parser("python -m evals.main", __doc__, "eval YAML config").parse_args(argv)
 
 
-# eval_name -> the package whose main(cfg, device, rank=, world_size=, resume=) runs it.
+# eval_name -> the package whose main(cfg, device, rank=, world_size=, resume=) runs it. Fine-tuning is an option of
+# the classification evals (the same data and engine; evals.probing.ProbeTrainer with finetune), so they run it.
 EVAL_PACKAGES = {
     "video_classification_frozen": "evals.video_classification_frozen",
     "image_classification_frozen": "evals.image_classification_frozen",
     "action_anticipation_frozen": "evals.action_anticipation_frozen",
+    "video_classification_finetune": "evals.video_classification_frozen",
+    "image_classification_finetune": "evals.image_classification_frozen",
 }
 # The headline metrics a summary may carry, in the order they are printed.
 _METRICS = (("top1", "top-1"), ("top5", "top-5"), ("verb_recall5", "verb recall@5"),

@@ -1,21 +1,24 @@
-"""The frozen-evaluation engine both evals share: attentive probes trained on the tokens of a frozen encoder.
+"""The probe-training engine of every frozen eval: probes trained on the features of a frozen model.
 
 An eval supplies an *encode* function mapping a batch to ``(tokens, labels)`` with ``tokens`` of shape
 ``[V, B, N, D]``: ``V`` probe inputs per sample (spatial views, or views x segments when segments are probed one
-by one), each of ``N`` tokens. Every probe classifies each of the ``V`` inputs; its prediction for a sample is the
-softmax averaged over them. Several probes (``optimization.multihead_kwargs``) train at once on the same
-features, each with its own learning-rate and weight-decay schedule; features are computed once per batch, without
-gradients.
+by one), each of ``N`` tokens; and a *task* (:class:`ProbeTask`): which probe reads the tokens, its loss, what is
+measured and which probe is the best. :class:`Classification` (top-1 / top-5 of the softmax averaged over the ``V``
+inputs) is the task of the video and image classification evals; the anticipation eval's task (verb, noun and
+action heads, class-mean recall@5) is :class:`evals.action_anticipation_frozen.eval.AnticipationTask`. Several
+probes (``optimization.multihead_kwargs``) train at once on the same features, each with its own learning-rate and
+weight-decay schedule; features are computed once per batch, without gradients.
 
-Metrics (top-1, top-5, loss) are sums over the whole split, reduced across ranks, divided by the number of samples
-scored: not a mean of per-batch means. Validation samples that cannot be read are not scored (nor replaced by
-another sample, which would then count twice): the loader drops them from their batch (:class:`jepa.data.PartialBatch`)
+Metrics are sums over the whole split, reduced across ranks, then divided (by the samples scored, or per class):
+not a mean of per-batch means. Validation samples that cannot be read are not scored (nor replaced by another
+sample, which would then count twice): the loader drops them from their batch (:class:`jepa.data.PartialBatch`)
 and ``results.json`` lists them under ``skipped_files``. Outputs in the eval's folder: ``<write_tag>-latest.pth.tar``
 (probes, optimizers, epoch; the official layout, loadable with ``torch.load(weights_only=True)``), ``results.csv``
 (one row per probe per epoch) and ``results.json``. Both the checkpoint and the results record the encoder and
-its blocks (``wrapper.out_layers``) they come from; a run of another encoder, or of other blocks, into the same
-folder is refused rather than overwriting (or resuming from) them. ``val_only`` evaluates the saved probes once and
-writes ``results_val_only.json``, leaving the checkpoint and the training results as they are.
+its blocks (``wrapper.out_layers``) they come from, and the checkpoint what the task records (the anticipation
+classes); a run of another encoder, of other blocks or of other classes into the same folder is refused rather
+than overwriting (or resuming from) them. ``val_only`` evaluates the saved probes once and writes
+``results_val_only.json``, leaving the checkpoint and the training results as they are.
 """
 
 import json
@@ -30,10 +33,14 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 
+from evals.encoder import EncoderTokens
+from evals.finetune import InputMixer, LinearHead, make_finetune_optimizer
 from jepa.checkpoint import CheckpointError, atomic_write, read_checkpoint, strip_prefixes
-from jepa.config.evals import EvalConfig, ProbeOptimConfig
+from jepa.config.evals import EvalConfig, EvalConfigBase, ProbeOptimConfig
 from jepa.config.strict import ConfigError, to_dict
 from jepa.data import SampleLoadError, SkippedSample, split_skipped
 from jepa.models import AttentiveClassifier
@@ -41,14 +48,18 @@ from jepa.runtime.distributed import all_gather_objects, all_reduce_sum
 from jepa.runtime.precision import resolve_dtype
 from jepa.training.ddp import wrap_ddp
 from jepa.training.optim import clip_per_module, decays, make_adamw, set_hyperparams_at
+from jepa.training.rng import restore_rng, rng_state
 from jepa.training.run import RunFolder, load_modules
 from jepa.training.schedules import Schedules
 
 logger = logging.getLogger(__name__)
 
 Encode = Callable[[Any], tuple[Tensor, Tensor]]
-CSV_COLUMNS = ["epoch", "probe", "lr", "weight_decay", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
+# A probe bank's output: logits [K, V, B, C] (K probes, V inputs per sample, B samples, C classes), or one such
+# tensor per head of probes with several heads (the anticipation probe's verb, noun and action).
+Logits = Tensor | tuple[Tensor, ...]
 RANDOM_INIT = "random-init"  # the encoder of a run with pretrain.checkpoint null, as outputs record it
+_CSV_HEAD = ["epoch", "probe", "lr", "weight_decay", "train_loss"]
 
 
 class ValFeatureCache:
@@ -153,7 +164,8 @@ def topk_correct(probs: Tensor, labels: Tensor, k: int) -> Tensor:
 
 
 class SplitMetrics:
-    """Sums of (top-1 hits, top-5 hits, loss, samples) per probe over a split; :meth:`reduce` adds up the ranks."""
+    """Sums of (top-1 hits, top-5 hits, loss, samples) per probe over a split; :meth:`reduce` adds up the ranks.
+    The :class:`Scores` of :class:`Classification`."""
 
     def __init__(self, num_probes: int, device: torch.device) -> None:
         self.sums = torch.zeros(num_probes, 4, dtype=torch.float64, device=device)
@@ -164,6 +176,11 @@ class SplitMetrics:
         self.sums[:, 1] += topk_correct(probs, labels, 5)
         self.sums[:, 2] += loss_sums.detach().double()
         self.sums[:, 3] += labels.numel()
+
+    def add(self, logits: Logits, labels: Tensor, losses: Tensor) -> None:
+        """One batch of logits ``[K, V, B, C]``, scored by their softmax averaged over the views; ``losses`` ``[K]``
+        are each probe's mean over the batch."""
+        self.update(average_views(single_head(logits)), labels, losses * labels.numel())
 
     def reduce(self) -> "SplitMetrics":
         all_reduce_sum(self.sums)
@@ -183,16 +200,223 @@ class SplitMetrics:
         ]
 
 
+def single_head(logits: Logits) -> Tensor:
+    """The logits of a one-head probe bank (:class:`TypeError` for several heads)."""
+    if isinstance(logits, tuple):
+        raise TypeError(f"expected one head's logits [K, V, B, C], got {len(logits)} heads")
+    return logits
+
+
+def map_logits(fn: Callable[[Tensor], Tensor], logits: Logits) -> Logits:
+    """``fn`` applied to the logits of each head."""
+    return tuple(fn(t) for t in logits) if isinstance(logits, tuple) else fn(logits)
+
+
+# -- tasks ------------------------------------------------------------------------------------------------------
+class Scores(Protocol):
+    """Per probe, sums over a split of what a task measures, batch by batch; :meth:`reduce` adds up the ranks."""
+
+    def add(self, logits: Logits, labels: Tensor, losses: Tensor) -> None:
+        """One batch: float32 logits, the labels, each probe's loss ``[K]`` (:meth:`ProbeTask.loss`)."""
+        ...
+
+    def reduce(self) -> "Scores": ...
+
+    @property
+    def count(self) -> int:
+        """Samples scored (on this rank until :meth:`reduce`)."""
+        ...
+
+    def results(self) -> list[dict[str, float]]:
+        """Per probe: every metric, ``loss`` and ``samples``."""
+        ...
+
+
+class ProbeTask(Protocol):
+    """What the probes of one kind of eval are trained for; :class:`ProbeTrainer` does the rest.
+
+    Attributes:
+        metric: the result that picks the best probe (higher is better), also written for training in the CSV.
+        columns: the validation results written per probe (CSV, ``results.json``), besides ``loss``.
+    """
+
+    metric: str
+    columns: tuple[str, ...]
+
+    def make_probe(
+        self, *, embed_dim: int, num_heads: int, depth: int, blocks_on_queries: bool, use_sdpa: bool
+    ) -> nn.Module:
+        """A probe of tokens ``[X, N, D]`` (``D = embed_dim``) -> logits ``[X, C]`` (a tuple, one per head)."""
+        ...
+
+    def make_optimizer(self, probe: nn.Module, betas: tuple[float, float]) -> torch.optim.Optimizer: ...
+
+    def mix(self, batch: Any, step: int) -> tuple[Any, Tensor]:
+        """A training batch as the probes see it at global step ``step`` and the targets of :meth:`loss` (the
+        batch's labels, or soft targets of mixed inputs)."""
+        ...
+
+    def loss(self, logits: Logits, labels: Tensor) -> Tensor:
+        """Each probe's training loss ``[K]`` against the targets of :meth:`mix`; their sum is backpropagated."""
+        ...
+
+    def val_loss(self, logits: Logits, labels: Tensor) -> Tensor:
+        """Each probe's loss ``[K]`` reported on validation."""
+        ...
+
+    def scores(self, num_probes: int, device: torch.device) -> Scores: ...
+
+    def records(self) -> dict[str, Any]:
+        """Plain data the probe checkpoint records besides the probes (what they mean: the classes)."""
+        ...
+
+    def check_records(self, file: Path, recorded: dict[str, Any], action: str) -> None:
+        """Refuse (:class:`ConfigError`, saying it refuses to ``action``) a probe file whose records disagree."""
+        ...
+
+    def summary(self, last: list[dict[str, float]] | None, best: int) -> dict[str, Any]:
+        """The headline of ``results.json``: the metrics of probe ``best`` in the last validation ``last``."""
+        ...
+
+    def describe(self, result: dict[str, float]) -> str:
+        """One probe's validation results in a log line."""
+        ...
+
+
+class Classification:
+    """Single-label classification into ``num_classes``: a probe per set of hyper-parameters (the
+    :class:`AttentiveClassifier`, or with ``head="linear"`` a :class:`evals.finetune.LinearHead`), cross-entropy
+    averaged over the views, top-1 / top-5 of the softmax averaged over them (:class:`SplitMetrics`); the probe of
+    highest validation top-1 is the best; AdamW with the official two groups (:func:`make_probe_optimizer`).
+
+    ``label_smoothing`` smooths the targets (timm's ``LabelSmoothingCrossEntropy``); ``mixer`` mixes the training
+    inputs (timm's Mixup / CutMix, :class:`evals.finetune.InputMixer`), whose soft targets (smoothed as the mixer
+    says) are scored with timm's ``SoftTargetCrossEntropy``. Training metrics count the unmixed labels.
+    """
+
+    metric: str = "top1"
+    columns: tuple[str, ...] = ("top1", "top5")
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        head: str = "attentive",
+        label_smoothing: float = 0.0,
+        mixer: InputMixer | None = None,
+    ) -> None:
+        if head not in ("attentive", "linear"):
+            raise ValueError(f"head: got {head!r}, expected 'attentive' or 'linear'")
+        self.num_classes = num_classes
+        self.head = head
+        self.label_smoothing = label_smoothing
+        self.mixer = mixer
+
+    def make_probe(
+        self, *, embed_dim: int, num_heads: int, depth: int, blocks_on_queries: bool, use_sdpa: bool
+    ) -> nn.Module:
+        if self.head == "linear":
+            return LinearHead(embed_dim=embed_dim, num_classes=self.num_classes)
+        return AttentiveClassifier(
+            embed_dim=embed_dim, num_heads=num_heads, depth=depth, num_classes=self.num_classes,
+            blocks_on_queries=blocks_on_queries, use_sdpa=use_sdpa,
+        )  # fmt: skip
+
+    def make_optimizer(self, probe: nn.Module, betas: tuple[float, float]) -> torch.optim.Optimizer:
+        return make_probe_optimizer(probe, betas)
+
+    def mix(self, batch: Any, step: int) -> tuple[Any, Tensor]:
+        if self.mixer is None:
+            return batch, batch[1]
+        inputs, targets = self.mixer(batch[0], batch[1], step)
+        return (inputs, *batch[1:]), targets
+
+    def loss(self, logits: Logits, labels: Tensor) -> Tensor:
+        """Per probe, cross-entropy averaged over the views and the batch: ``[K]``; ``labels`` are class indices
+        ``[B]`` or soft targets ``[B, C]``."""
+        logits = single_head(logits)
+        k, v, b, c = logits.shape
+        if labels.dim() == 2:
+            soft, targets = SoftTargetCrossEntropy(), labels.repeat(v, 1)  # view-major, as the logits
+            return torch.stack([soft(logits[i].reshape(v * b, c), targets) for i in range(k)])
+        if self.label_smoothing > 0:
+            smooth = LabelSmoothingCrossEntropy(self.label_smoothing)
+            return torch.stack([smooth(logits[i].reshape(v * b, c), labels.repeat(v)) for i in range(k)])
+        ce = F.cross_entropy(logits.reshape(-1, c), labels.repeat(k * v), reduction="none")
+        return ce.view(k, v, b).mean(dim=(1, 2))
+
+    def val_loss(self, logits: Logits, labels: Tensor) -> Tensor:
+        """Per probe, the negative log-likelihood of the view-averaged softmax (the prediction that is scored),
+        averaged over the batch: ``[K]``."""
+        probs = average_views(single_head(logits))
+        nll = -probs.gather(-1, labels.expand(probs.shape[0], -1).unsqueeze(-1)).clamp(min=1e-12).log()
+        return nll.squeeze(-1).mean(dim=-1)
+
+    def scores(self, num_probes: int, device: torch.device) -> Scores:
+        return SplitMetrics(num_probes, device)
+
+    def records(self) -> dict[str, Any]:
+        return {}
+
+    def check_records(self, file: Path, recorded: dict[str, Any], action: str) -> None:
+        return None  # a probe of other classes fails the strict load on its linear layer's shape
+
+    def summary(self, last: list[dict[str, float]] | None, best: int) -> dict[str, Any]:
+        return {m: (last[best][m] if last else None) for m in self.columns}
+
+    def describe(self, result: dict[str, float]) -> str:
+        return f"top-1 {result['top1']:.2f}%, top-5 {result['top5']:.2f}%"
+
+
+def classification_task(cfg: EvalConfig, num_classes: int) -> Classification:
+    """The :class:`Classification` a classification eval config describes (head, label smoothing, mixing)."""
+    o = cfg.optimization
+    mixer = None
+    if o.mixes:
+        mixer = InputMixer(
+            mixup=o.mixup, cutmix=o.cutmix, prob=o.mixup_prob, switch_prob=o.mixup_switch_prob,
+            label_smoothing=o.label_smoothing, num_classes=num_classes, seed=cfg.pretrain.seed,
+        )  # fmt: skip
+    return Classification(num_classes, head=cfg.classifier.head, label_smoothing=o.label_smoothing, mixer=mixer)
+
+
+CSV_COLUMNS = [*_CSV_HEAD, "train_top1", "val_loss", "val_top1", "val_top5"]  # the classification evals'
+
+
+def csv_columns(task: ProbeTask) -> list[str]:
+    """The columns of ``results.csv``: the schedules, the training loss and metric, the validation results."""
+    return [*_CSV_HEAD, f"train_{task.metric}", "val_loss", *(f"val_{c}" for c in task.columns)]
+
+
 # -- probes -----------------------------------------------------------------------------------------------------
 class ProbeBank(nn.Module):
-    """Several probes applied to the same tokens: ``[X, N, D] -> [K, X, C]``."""
+    """Several probes applied to the same tokens: ``[X, N, D] -> [K, X, C]`` (a tuple of them, one per head, for
+    probes with several heads)."""
 
     def __init__(self, probes: Iterable[nn.Module]) -> None:
         super().__init__()
         self.probes = nn.ModuleList(probes)
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        return torch.stack([probe(tokens) for probe in self.probes])
+    def forward(self, tokens: Tensor) -> Logits:
+        outs = [probe(tokens) for probe in self.probes]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack(head) for head in zip(*outs, strict=True))
+        return torch.stack(outs)
+
+
+class TunedModel(nn.Module):
+    """An encoder trained with its probe (fine-tuning): encoder inputs -> :class:`EncoderTokens` ``[V, B, N, D]``
+    -> probe bank -> logits ``[K, V, B, C]`` (:data:`Logits`), in one module (one DDP wrapper, one EMA)."""
+
+    def __init__(self, tokens: EncoderTokens, bank: ProbeBank) -> None:
+        super().__init__()
+        self.tokens = tokens
+        self.bank = bank
+
+    def forward(self, x: Tensor) -> Logits:
+        tokens = self.tokens(x)
+        views, batch_size = tokens.shape[:2]
+        return map_logits(lambda t: t.unflatten(1, (views, batch_size)), self.bank(tokens.flatten(0, 1)))
 
 
 def _grouped_names(named: Iterable[tuple[str, torch.Size | tuple[int, ...]]]) -> list[str]:
@@ -239,12 +463,12 @@ def load_optimizer_state(
 
 @dataclass
 class ProbeStep:
-    """What one update of the probes saw: logits ``[K, V, B, C]`` (float32, detached), labels ``[B]``, each
-    probe's loss summed over the batch ``[K]`` (detached) and each probe's ``(lr, weight_decay)``."""
+    """What one update of the probes saw: logits (float32, detached; :data:`Logits`), labels ``[B]``, each probe's
+    training loss ``[K]`` (detached) and each probe's ``(lr, weight_decay)``."""
 
-    logits: Tensor
+    logits: Logits
     labels: Tensor
-    loss_sums: Tensor
+    losses: Tensor
     hparams: list[tuple[float, float]]
 
 
@@ -256,19 +480,26 @@ class EpochResult:
 
 
 class ProbeTrainer:
-    """Trains the probes of one eval on a frozen encoder's tokens, with checkpoints, CSV/JSON results and resume.
+    """Trains the probes of one eval on a frozen model's tokens (or, fine-tuning, one encoder with its probe), with
+    checkpoints, CSV/JSON results and resume.
 
     Args:
         cfg: the eval config.
-        encode: batch -> ``(tokens [V, B, N, D], labels [B])`` (called under ``torch.no_grad``).
+        encode: batch -> ``(tokens [V, B, N, D], labels)`` (called under ``torch.no_grad``).
         train_loader, val_loader: iterables of batches; ``train_loader.sampler.set_epoch`` is called when present;
             ``train_loader`` is None for a ``val_only`` eval (nothing is trained).
         embed_dim, num_heads: width of the tokens and the probe's heads (default: the encoder's).
-        num_classes: classes of the task.
         device: where probes live.
+        task: what the probes are trained for; default :class:`Classification` of ``num_classes``.
+        num_classes: the classes of a classification task (given instead of ``task``).
         rank, world_size: this process in the group (probes are wrapped in DDP when ``world_size > 1``).
         encoder_source: the encoder's checkpoint (None: random init), recorded in the results and the probe
             checkpoint.
+        finetune: fine-tuning: the encoder's tokens to train with the (one) probe, on ``device``. ``encode`` then
+            gives the encoder's inputs, ``(inputs, labels)``; the encoder trains under layer-wise LR decay
+            (``optimization.layer_decay``, :mod:`evals.finetune`), with an EMA of encoder and probe when
+            ``optimization.ema_decay`` is set (the EMA weights are then the ones evaluated), and the probe file also
+            holds the encoder's weights (``encoder``, the official key) and the EMA's (``ema``).
 
     Attributes:
         epoch: epochs trained.
@@ -279,21 +510,30 @@ class ProbeTrainer:
 
     def __init__(
         self,
-        cfg: EvalConfig,
+        cfg: EvalConfigBase,
         encode: Encode,
         train_loader: Batches | None,
         val_loader: Batches,
         *,
         embed_dim: int,
         num_heads: int,
-        num_classes: int,
         device: torch.device,
+        task: ProbeTask | None = None,
+        num_classes: int | None = None,
         rank: int = 0,
         world_size: int = 1,
         encoder_source: str | None = None,
         log_freq: int = 10,
+        finetune: EncoderTokens | None = None,
     ) -> None:
+        if task is None:
+            if num_classes is None:
+                raise ValueError("num_classes is required without a task (a classification eval)")
+            task = Classification(num_classes)
+        elif num_classes is not None:
+            raise ValueError("num_classes is given by the task: pass one or the other")
         self.cfg = cfg
+        self.task: ProbeTask = task
         self.encode = encode
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -312,19 +552,28 @@ class ProbeTrainer:
         self.ipe = 1 if train_loader is None else len(train_loader)
         if self.ipe == 0:
             raise ValueError("the training split yields no batch on this rank")
-
-        def make_probe() -> AttentiveClassifier:
-            return AttentiveClassifier(
+        probes = [
+            task.make_probe(
                 embed_dim=embed_dim,
                 num_heads=cfg.classifier.num_heads or num_heads,
                 depth=cfg.classifier.num_probe_blocks,
-                num_classes=num_classes,
                 blocks_on_queries=cfg.classifier.blocks_on_queries,
                 use_sdpa=cfg.pretrain.use_sdpa,
-            )
-
-        self.bank = ProbeBank(make_probe() for _ in self.hparams).to(device)
-        self.optimizers = [make_probe_optimizer(p, opt.betas) for p in self.bank.probes]
+            )  # fmt: skip
+            for _ in self.hparams
+        ]
+        self.bank = ProbeBank(probes).to(device)
+        self.tuned: TunedModel | None = None
+        self.ema: ModelEmaV3 | None = None
+        if finetune is None:
+            self.optimizers = [task.make_optimizer(p, opt.betas) for p in self.bank.probes]
+        else:
+            if len(probes) != 1:
+                raise ValueError(f"fine-tuning trains one encoder with one probe, got {len(probes)} probes")
+            self.tuned = TunedModel(finetune, self.bank)
+            self.optimizers = [make_finetune_optimizer(finetune.encoder, probes[0], opt.betas, opt.layer_decay)]
+            if opt.ema_decay is not None:
+                self.ema = ModelEmaV3(self.tuned, decay=opt.ema_decay)
         self.schedules = [
             Schedules(
                 ipe=self.ipe,
@@ -340,14 +589,15 @@ class ProbeTrainer:
             )  # fmt: skip
             for h in self.hparams
         ]
-        self.model = wrap_ddp(self.bank, device, world_size, static_graph=True)
+        self.model = wrap_ddp(self.bank if self.tuned is None else self.tuned, device, world_size, static_graph=True)
         requested = "auto" if opt.use_bfloat16 == "auto" else ("bfloat16" if opt.use_bfloat16 else "float32")
         self.dtype = resolve_dtype(requested, device, "optimization.use_bfloat16")
         self.epoch = 0
         self.step = 0
         self.history: list[EpochResult] = []
         self.skipped_files: dict[str, str] = {}
-        self.val_cache = ValFeatureCache(opt.cache_val_features, self.device)
+        # A fine-tuned encoder's validation features change every epoch: nothing to keep.
+        self.val_cache = ValFeatureCache(False if self.tuned is not None else opt.cache_val_features, self.device)
 
     @property
     def encoder_id(self) -> str:
@@ -362,9 +612,14 @@ class ProbeTrainer:
     def state_dict(self) -> dict[str, Any]:
         """The official probe layout (``classifier``, ``opt``, ``scaler``, ``epoch``, ...) with every probe under
         ``classifiers`` (V-JEPA 2's key) and ``classifier`` the best one on validation so far, plus the encoder the
-        probes were trained on and the unreadable validation files. Only tensors, plain containers, numbers and
-        strings, so that ``torch.load(weights_only=True)`` reads it."""
+        probes were trained on, the unreadable validation files and the task's records. Only tensors, plain
+        containers, numbers and strings, so that ``torch.load(weights_only=True)`` reads it."""
         best = self.best_probe()
+        rng_per_rank = all_gather_objects(rng_state())  # a collective: every rank saves
+        tuned = {}
+        if self.tuned is not None:
+            tuned = {"encoder": self.tuned.tokens.encoder.state_dict(),
+                     "ema": None if self.ema is None else self.ema.module.state_dict()}  # fmt: skip
         return {
             "classifier": self.bank.probes[best].state_dict(),
             "classifiers": [p.state_dict() for p in self.bank.probes],
@@ -382,6 +637,10 @@ class ProbeTrainer:
             "encoder_checkpoint": self.encoder_id,
             "out_layers": self.out_layers,
             "skipped_files": self._skipped_list(),
+            "rng": rng_per_rank[0],
+            "rng_per_rank": rng_per_rank,
+            **tuned,
+            **self.task.records(),
         }
 
     def _skipped_list(self) -> list[dict[str, str]]:
@@ -402,30 +661,39 @@ class ProbeTrainer:
             f"here {self.folder}), or another folder."
         )
 
-    def _refuse_other_features(self, file: Path, recorded: dict[str, Any], action: str) -> None:
+    def _refuse_other_features(self, file: Path, recorded: dict[str, Any], action: str, probes: bool = True) -> None:
         """Refuse probes or results of another encoder, or of other encoder blocks (``out_layers``): probes
-        trained on one set of features mean nothing on another. ``recorded``: the file's contents (a file
+        trained on one set of features mean nothing on another; for a probe file (``probes``), also one whose
+        task records disagree (:meth:`ProbeTask.check_records`). ``recorded``: the file's contents (a file
         without these records, e.g. an official one, is taken as it is)."""
         self._refuse_other_encoder(file, recorded.get("encoder_checkpoint"), action)
-        if "out_layers" not in recorded:
-            return
-        theirs = recorded["out_layers"]
-        if (None if theirs is None else sorted(theirs)) != self.out_layers:
-            raise ConfigError(
-                f"{file} holds probes of encoder blocks wrapper.out_layers={theirs}, but this run probes "
-                f"out_layers={self.out_layers}: refusing to {action}. Give this eval its own tag, or another folder."
-            )
+        if "out_layers" in recorded:
+            theirs = recorded["out_layers"]
+            if (None if theirs is None else sorted(theirs)) != self.out_layers:
+                raise ConfigError(
+                    f"{file} holds probes of encoder blocks wrapper.out_layers={theirs}, but this run probes "
+                    f"out_layers={self.out_layers}: refusing to {action}. Give this eval its own tag, or another "
+                    "folder."
+                )
+        if probes:
+            tuned = "encoder" in recorded  # a fine-tuning run's file holds the encoder it trained
+            if tuned != (self.tuned is not None):
+                held = "a fine-tuned encoder and its probe" if tuned else "probes of a frozen encoder"
+                wanted = "fine-tunes the encoder" if self.tuned is not None else "keeps the encoder frozen"
+                raise ConfigError(f"{file} holds {held}, but this run {wanted} ({self.cfg.eval_name}): refusing to "
+                                  f"{action}. Give this eval its own tag, or another folder.")  # fmt: skip
+            self.task.check_records(file, recorded, action)
 
     def check_output_folder(self, resume: bool) -> None:
-        """Refuse to overwrite, or resume from, the results or probe checkpoint of another encoder or of other
-        encoder blocks."""
+        """Refuse to overwrite, or resume from, the results or probe checkpoint of another encoder, of other
+        encoder blocks or of other task records."""
         if self.latest_path.is_file():
             ckpt = read_checkpoint(self.latest_path)
             self._refuse_other_features(self.latest_path, ckpt, "resume from it" if resume else "overwrite it")
         results = self.folder / "results.json"
         if results.is_file():
             self._refuse_other_encoder(results, encoder_of_results(results), "overwrite it")
-            self._refuse_other_features(results, _read_json(results), "overwrite it")
+            self._refuse_other_features(results, _read_json(results), "overwrite it", probes=False)
 
     def save(self) -> Path | None:
         """Write ``latest`` (rank 0; the others return None)."""
@@ -451,10 +719,12 @@ class ProbeTrainer:
                 f"{path} holds {len(states)} probe(s) but the config trains {len(self.bank.probes)} "
                 "(optimization.multihead_kwargs)"
             )
-        names = [f"classifier {i}" for i in range(len(states))]
-        load_modules(dict(zip(names, states, strict=True)), dict(zip(names, self.bank.probes, strict=True)), path)
+        self._load_weights(ckpt, states, path)
         for i, (probe, state) in enumerate(zip(self.bank.probes, states, strict=True)):
             if i < len(opts) and opts[i] is not None:
+                if self.tuned is not None:  # ours only: the layer-decay groups of encoder and probe
+                    self.optimizers[i].load_state_dict(opts[i])
+                    continue
                 keys = [(k, tuple(v.shape)) for k, v in strip_prefixes(state).items()]
                 load_optimizer_state(self.optimizers[i], opts[i], keys, probe)
             else:
@@ -462,7 +732,22 @@ class ProbeTrainer:
         self.epoch = int(ckpt.get("epoch", 0))
         self.history = [EpochResult(**h) for h in ckpt.get("history", [])]
         self.skipped_files = {s["path"]: s["reason"] for s in ckpt.get("skipped_files", [])}
+        # Drop path draws from torch's generator: continue its stream (an official probe file has none to restore).
+        restore_rng(ckpt, self.rank, self.world_size, reseed=self.cfg.pretrain.seed + self.epoch)
         logger.info("resumed probes from %s after epoch %d", path, self.epoch)
+
+    def _load_weights(self, ckpt: dict[str, Any], states: list[dict[str, Tensor]], path: str | Path) -> None:
+        """The probes' weights ``states`` and, fine-tuning, the encoder's and the EMA's of ``ckpt``, strictly."""
+        names = [f"classifier {i}" for i in range(len(states))]
+        sources: dict[str, Any] = dict(zip(names, states, strict=True))
+        targets: dict[str, nn.Module] = dict(zip(names, self.bank.probes, strict=True))
+        if self.tuned is not None:
+            sources["encoder"], targets["encoder"] = ckpt["encoder"], self.tuned.tokens.encoder
+            if self.ema is not None:
+                if ckpt.get("ema") is None:
+                    raise CheckpointError(f"{path} holds no EMA weights, but optimization.ema_decay is set")
+                sources["ema"], targets["ema"] = ckpt["ema"], self.ema.module
+        load_modules(sources, targets, path)
 
     def probe_states(self, ckpt: dict[str, Any], path: str | Path) -> list[dict[str, Tensor]]:
         """The probes' state dicts of ``ckpt``, one per probe of this run: every entry of ``classifiers`` (ours,
@@ -490,12 +775,11 @@ class ProbeTrainer:
 
     def load_probes(self, path: str | Path) -> dict[str, Any]:
         """``val_only``: the probes' weights from ``path``, strictly (nothing else: no optimizer state); returns
-        the checkpoint. Refuses probes of another encoder or of other encoder blocks."""
+        the checkpoint. Refuses probes of another encoder, of other encoder blocks or of other task records."""
         ckpt = read_checkpoint(path)
         self._refuse_other_features(Path(path), ckpt, "evaluate it")
         states = self.probe_states(ckpt, path)
-        names = [f"classifier {i}" for i in range(len(states))]
-        load_modules(dict(zip(names, states, strict=True)), dict(zip(names, self.bank.probes, strict=True)), path)
+        self._load_weights(ckpt, states, path)
         logger.info("val_only: evaluating %d probe(s) from %s (epoch %s)", len(states), path, ckpt.get("epoch", "?"))
         return ckpt
 
@@ -507,15 +791,8 @@ class ProbeTrainer:
         self.files.prepare()
         self.epoch = int(ckpt.get("epoch", 0))
         self.history = [EpochResult(self.epoch, [], self.evaluate())]
-        summary = {**self.summary(), "val_only": True, "probe_checkpoint": str(path)}
-        if self.rank == 0:
-            out = self.folder / "results_val_only.json"
-            atomic_write(out, lambda f: f.write(json.dumps(summary, indent=2) + "\n"), "w")
-            logger.info(
-                "%s (%s) val_only, encoder %s: top-1 %.2f%%, top-5 %.2f%% over %s; results in %s",
-                summary["eval_name"], summary["tag"], self.encoder_id, summary["top1"], summary["top5"],
-                describe_val_samples(summary["val_samples"], summary["val_unreadable"]), out,
-            )  # fmt: skip
+        summary = self.write_summary("results_val_only.json", val_only=True, probe_checkpoint=str(path))
+        self._log_summary(summary, f"val_only; results in {self.folder / 'results_val_only.json'}")
         return summary
 
     def maybe_resume(self, force: bool = False) -> None:
@@ -530,52 +807,57 @@ class ProbeTrainer:
 
     # -- training ----------------------------------------------------------------------------------------------
     def best_probe(self) -> int:
-        """The probe with the highest validation top-1 at the last evaluated epoch (0 before any)."""
+        """The probe with the highest validation :attr:`ProbeTask.metric` at the last evaluated epoch (0 before
+        any)."""
         if not self.history:
             return 0
         val = self.history[-1].val
-        return max(range(len(val)), key=lambda k: val[k]["top1"])
+        return max(range(len(val)), key=lambda k: val[k][self.task.metric])
 
-    def _forward(self, batch: Any, training: bool = False) -> tuple[Tensor, Tensor]:
-        """Probe logits ``[K, V, B, C]`` (float32) and labels ``[B]`` of one batch. Only training goes through DDP:
+    def _forward(self, batch: Any, training: bool = False) -> tuple[Logits, Tensor]:
+        """Probe logits (float32; :data:`Logits`) and labels of one batch. Only training goes through DDP:
         validation shards may hold different numbers of batches, so evaluation must not need the other ranks."""
         return self._probe_logits(*self._encode(batch), training)
 
     def _encode(self, batch: Any) -> tuple[Tensor, Tensor]:
-        """The frozen encoder's tokens ``[V, B, N, D]`` and the labels ``[B]`` of one batch."""
+        """The frozen model's tokens ``[V, B, N, D]`` and the labels of one batch."""
         with torch.no_grad(), self._autocast():
             return self.encode(batch)
 
-    def _probe_logits(self, tokens: Tensor, labels: Tensor, training: bool = False) -> tuple[Tensor, Tensor]:
-        tokens = tokens.to(self.device, non_blocking=True)
-        views, batch_size = tokens.shape[:2]
+    def _probe_logits(self, inputs: Tensor, labels: Tensor, training: bool = False) -> tuple[Logits, Tensor]:
+        """Logits (float32) of the frozen tokens ``[V, B, N, D]`` through the probes or, fine-tuning, of the encoder
+        inputs through encoder and probe (the EMA's, when there is one, for evaluation)."""
+        inputs = inputs.to(self.device, non_blocking=True)
+        if self.tuned is not None:
+            net = self.model if training else (self.tuned if self.ema is None else self.ema.module)
+            with self._autocast():
+                logits = net(inputs)
+            return map_logits(Tensor.float, logits), labels.to(self.device)
+        views, batch_size = inputs.shape[:2]
         with self._autocast():
-            logits = (self.model if training else self.bank)(tokens.flatten(0, 1))
-        return logits.float().unflatten(1, (views, batch_size)), labels.to(self.device)
+            logits = (self.model if training else self.bank)(inputs.flatten(0, 1))
+        return map_logits(lambda t: t.float().unflatten(1, (views, batch_size)), logits), labels.to(self.device)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
-    @staticmethod
-    def _losses(logits: Tensor, labels: Tensor) -> Tensor:
-        """Per probe, cross-entropy summed over the batch and averaged over the views: ``[K]``."""
-        k, v, b, c = logits.shape
-        ce = F.cross_entropy(logits.reshape(-1, c), labels.repeat(k * v), reduction="none")
-        return ce.view(k, v, b).mean(dim=1).sum(dim=1)
-
     def train_step(self, batch: Any) -> ProbeStep:
-        """One update of every probe at global step :attr:`step`: schedules -> forward (the frozen encoder, then
-        the probes) -> loss -> backward -> clip (each probe on its own) -> AdamW."""
+        """One update of every probe at global step :attr:`step`: schedules -> the task's mixing -> forward (the
+        frozen encoder, then the probes; fine-tuning, both with gradients) -> loss -> backward -> clip (each probe
+        on its own; fine-tuning, encoder and probe together) -> AdamW (-> the EMA)."""
         hparams = [set_hyperparams_at(o, s, self.step) for o, s in zip(self.optimizers, self.schedules, strict=True)]
+        batch, targets = self.task.mix(batch, self.step)
         logits, labels = self._forward(batch, training=True)
-        loss_sums = self._losses(logits, labels)
-        (loss_sums.sum() / labels.numel()).backward()
-        clip_per_module(self.bank.probes, self.cfg.optimization.clip_grad)
+        losses = self.task.loss(logits, targets.to(self.device))
+        losses.sum().backward()
+        clip_per_module(self.bank.probes if self.tuned is None else [self.tuned], self.cfg.optimization.clip_grad)
         for optimizer in self.optimizers:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.tuned, step=self.step)
         self.step += 1
-        return ProbeStep(logits.detach(), labels, loss_sums.detach(), hparams)
+        return ProbeStep(map_logits(Tensor.detach, logits), labels, losses.detach(), hparams)
 
     def train_epoch(self) -> list[dict[str, float]]:
         """Train every probe for epoch :attr:`epoch` (0-based); returns each probe's metrics over the epoch."""
@@ -585,26 +867,28 @@ class ProbeTrainer:
         set_epoch = getattr(getattr(self.train_loader, "sampler", None), "set_epoch", None)
         if set_epoch is not None:
             set_epoch(self.epoch)
-        metrics = SplitMetrics(len(self.optimizers), self.device)
+        scores = self.task.scores(len(self.optimizers), self.device)
         start = time.perf_counter()
         self.step = self.epoch * self.ipe
         for itr, batch in enumerate(self.train_loader):
             out = self.train_step(batch)
-            metrics.update(average_views(out.logits), out.labels, out.loss_sums)
+            scores.add(out.logits, out.labels, out.losses)
             if (itr + 1) % self.log_freq == 0 or itr + 1 == self.ipe:
-                self._progress("train", itr + 1, self.ipe, start, metrics, out.hparams[0][0])
-        return metrics.reduce().results()
+                self._progress("train", itr + 1, self.ipe, start, scores, out.hparams[0][0])
+        return scores.reduce().results()
 
     @torch.no_grad()
     def evaluate(self, loader: Batches | None = None) -> list[dict[str, float]]:
-        """Top-1 / top-5 / loss of every probe over the readable samples of the validation split (all ranks
+        """The task's metrics and loss of every probe over the readable samples of the validation split (all ranks
         together); each result also gives ``samples`` (scored) and ``unreadable`` (distinct files the loader
         skipped, over all ranks, which are added to :attr:`skipped_files`). Raises :class:`SampleLoadError` when
         no sample could be scored."""
         cache = self.val_cache if loader is None else None  # only the validation split's features repeat
         loader = self.val_loader if loader is None else loader
         self.model.eval()
-        metrics = SplitMetrics(len(self.optimizers), self.device)
+        if self.ema is not None:
+            self.ema.module.eval()
+        scores = self.task.scores(len(self.optimizers), self.device)
         total = len(loader)
         skipped: dict[str, str] = {}
         start = time.perf_counter()
@@ -613,18 +897,16 @@ class ProbeTrainer:
                 skipped.setdefault(sample.path, sample.reason)
             if features is not None:
                 logits, labels = self._probe_logits(*features)
-                probs = average_views(logits)
-                nll = -probs.gather(-1, labels.expand(probs.shape[0], -1).unsqueeze(-1)).clamp(min=1e-12).log()
-                metrics.update(probs, labels, nll.squeeze(-1).sum(dim=-1))
+                scores.add(logits, labels, self.task.val_loss(logits, labels))
             if (itr + 1) % self.log_freq == 0 or itr + 1 == total:
-                self._progress("val", itr + 1, total, start, metrics)
-        metrics.reduce()
+                self._progress("val", itr + 1, total, start, scores)
+        scores.reduce()
         # Collectives on every rank before anyone raises, so that all ranks agree and none waits forever.
         unreadable: dict[str, str] = {}
         for part in all_gather_objects(skipped):
             for path, reason in part.items():
                 unreadable.setdefault(path, reason)
-        if metrics.count == 0:
+        if scores.count == 0:
             first = "; ".join(f"{p}: {r}" for p, r in list(unreadable.items())[:5])
             raise SampleLoadError(
                 f"no validation sample could be scored: {len(unreadable)} of {len(unreadable)} are unreadable"
@@ -635,10 +917,10 @@ class ProbeTrainer:
         if unreadable and self.rank == 0:
             logger.warning(
                 "validation: %s; first: %s",
-                describe_val_samples(metrics.count, len(unreadable)),
+                describe_val_samples(scores.count, len(unreadable)),
                 "; ".join(f"{p}: {r}" for p, r in list(unreadable.items())[:3]),
             )
-        return [{**r, "unreadable": len(unreadable)} for r in metrics.results()]
+        return [{**r, "unreadable": len(unreadable)} for r in scores.results()]
 
     def _val_features(
         self, loader: Batches, cache: "ValFeatureCache | None"
@@ -658,19 +940,19 @@ class ProbeTrainer:
             cache.finish()
 
     def _progress(
-        self, split: str, done: int, total: int, start: float, metrics: SplitMetrics, lr: float | None = None
+        self, split: str, done: int, total: int, start: float, scores: Scores, lr: float | None = None
     ) -> None:
         if self.rank != 0:
             return
         elapsed = time.perf_counter() - start
         rate = done / max(elapsed, 1e-9)
         eta = (total - done) / rate if total else math.nan
-        n = max(int(metrics.sums[0, 3]), 1)
-        top1 = 100.0 * float(metrics.sums[:, 0].max()) / n
+        best = max(r[self.task.metric] for r in scores.results())
         extra = f" lr {lr:.2e}" if lr is not None else ""
         logger.info(
-            "epoch %d/%d %s [%d/%d] %.2f it/s, eta %.0f s, best top-1 so far (this rank) %.2f%%%s",
-            self.epoch + 1, self.cfg.optimization.num_epochs, split, done, total, rate, eta, top1, extra,
+            "epoch %d/%d %s [%d/%d] %.2f it/s, eta %.0f s, best %s so far (this rank) %.2f%s",
+            self.epoch + 1, self.cfg.optimization.num_epochs, split, done, total, rate, eta, self.task.metric, best,
+            extra,
         )  # fmt: skip
 
     def run(self, resume: bool = False) -> dict[str, Any]:
@@ -682,8 +964,9 @@ class ProbeTrainer:
         self.check_output_folder(resume=bool(resume or self.cfg.resume_checkpoint))
         self.files.prepare()
         self.maybe_resume(force=resume)
-        csv = self.files.csv_log("results.csv", CSV_COLUMNS, column="epoch", value=self.epoch)
+        csv = self.files.csv_log("results.csv", csv_columns(self.task), column="epoch", value=self.epoch)
         num_epochs = self.cfg.optimization.num_epochs
+        metric = self.task.metric
         if self.epoch >= num_epochs:
             logger.info("probes already trained for %d epochs: evaluating only", self.epoch)
         while self.epoch < num_epochs:
@@ -694,16 +977,17 @@ class ProbeTrainer:
             self.epoch += 1
             if csv is not None:
                 for k, (t, v) in enumerate(zip(train, val, strict=True)):
-                    lr, wd = self.schedules[k].lr_at(last_step), self.schedules[k].wd_at(last_step)
                     csv.log(
-                        epoch=self.epoch, probe=k, lr=lr, weight_decay=wd, train_loss=t["loss"], train_top1=t["top1"],
-                        val_loss=v["loss"], val_top1=v["top1"], val_top5=v["top5"],
+                        epoch=self.epoch, probe=k, lr=self.schedules[k].lr_at(last_step),
+                        weight_decay=self.schedules[k].wd_at(last_step), train_loss=t["loss"],
+                        **{f"train_{metric}": t[metric], "val_loss": v["loss"]},
+                        **{f"val_{c}": v[c] for c in self.task.columns},
                     )  # fmt: skip
             best = self.best_probe()
             if self.rank == 0:
                 logger.info(
-                    "[epoch %d] train top-1 %.2f%%  val top-1 %.2f%%  top-5 %.2f%%  (probe %d of %d) over %s",
-                    self.epoch, train[best]["top1"], val[best]["top1"], val[best]["top5"], best, len(val),
+                    "[epoch %d] val %s, train %s %.2f (probe %d of %d) over %s",
+                    self.epoch, self.task.describe(val[best]), metric, train[best][metric], best, len(val),
                     describe_val_samples(int(val[best]["samples"]), int(val[best].get("unreadable", 0))),
                 )  # fmt: skip
             self.save()
@@ -711,23 +995,28 @@ class ProbeTrainer:
         if not self.history:
             self.history.append(EpochResult(self.epoch, [], self.evaluate()))
         summary = self.write_summary()
-        if self.rank == 0 and summary["top1"] is not None:
-            logger.info(
-                "%s (%s), encoder %s: top-1 %.2f%%, top-5 %.2f%% over %s",
-                summary["eval_name"], summary["tag"], self.encoder_id, summary["top1"], summary["top5"],
-                describe_val_samples(summary["val_samples"], summary["val_unreadable"]),
-            )  # fmt: skip
+        self._log_summary(summary, f"results in {self.folder}")
         return summary
+
+    def _log_summary(self, summary: dict[str, Any], where: str) -> None:
+        if self.rank != 0 or not self.history:
+            return
+        best = self.history[-1].val[summary["best_probe"]]
+        logger.info(
+            "%s (%s), encoder %s: %s over %s; %s", summary["eval_name"], summary["tag"], self.encoder_id,
+            self.task.describe(best), describe_val_samples(summary["val_samples"], summary["val_unreadable"]), where,
+        )  # fmt: skip
 
     def summary(self) -> dict[str, Any]:
         best = self.best_probe()
         last = self.history[-1] if self.history else None
+        metric = self.task.metric
         probes = []
         for k, h in enumerate(self.hparams):
             row = {"probe": k, **to_dict(h)}
             if last is not None:
-                row.update({f"val_{m}": last.val[k][m] for m in ("top1", "top5", "loss")})
-                row["best_epoch_val_top1"] = max(e.val[k]["top1"] for e in self.history)
+                row.update({f"val_{m}": last.val[k][m] for m in (*self.task.columns, "loss")})
+                row[f"best_epoch_val_{metric}"] = max(e.val[k][metric] for e in self.history)
             probes.append(row)
         return {
             "eval_name": self.cfg.eval_name,
@@ -741,16 +1030,16 @@ class ProbeTrainer:
             "val_unreadable": last.val[best].get("unreadable", 0) if last else None,
             "skipped_files": self._skipped_list(),
             "best_probe": best,
-            "top1": last.val[best]["top1"] if last else None,
-            "top5": last.val[best]["top5"] if last else None,
+            **self.task.summary(last.val if last else None, best),
             "probes": probes,
             "config": to_dict(self.cfg),
         }
 
-    def write_summary(self) -> dict[str, Any]:
-        summary = self.summary()
+    def write_summary(self, name: str = "results.json", **extra: Any) -> dict[str, Any]:
+        """The summary, with ``extra`` entries, written to ``name`` in the eval's folder (rank 0)."""
+        summary = {**self.summary(), **extra}
         if self.rank == 0:
-            atomic_write(self.folder / "results.json", lambda f: f.write(json.dumps(summary, indent=2) + "\n"), "w")
+            atomic_write(self.folder / name, lambda f: f.write(json.dumps(summary, indent=2) + "\n"), "w")
         return summary
 
 
@@ -763,17 +1052,18 @@ def run_eval(
     world_size: int = 1,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """One frozen eval end to end: encoder, data (``make_data(cfg, rank, world_size) -> (train, val,
-    num_classes)``; train is None with ``val_only``), probes, training (or, with ``val_only``, one evaluation of
-    the saved probes), results. ``resume`` forces resuming (a requeued job)."""
-    from evals.encoder import FrozenTokens, build_frozen_encoder, make_encode
+    """One classification eval end to end (frozen, or fine-tuning the encoder): encoder, data (``make_data(cfg,
+    rank, world_size) -> (train, val, num_classes)``; train is None with ``val_only``), probes, training (or, with
+    ``val_only``, one evaluation of the saved probes), results. ``resume`` forces resuming (a requeued job)."""
+    from evals import encoder as encoders  # looked up at run time (tests replace the builders)
 
     device = torch.device(device)
     if cfg.val_only:
         cfg.find_probe_checkpoint()  # a missing probe file fails here, before the encoder and the data are built
     torch.manual_seed(cfg.pretrain.seed)
-    encoder, source = build_frozen_encoder(cfg)
-    tokens = FrozenTokens(
+    build = encoders.build_tuned_encoder if cfg.finetune else encoders.build_frozen_encoder
+    encoder, source = build(cfg)
+    tokens = EncoderTokens(
         encoder.to(device),
         attend_across_segments=cfg.optimization.attend_across_segments,
         image_frames=cfg.pretrain.frames_per_clip,
@@ -788,8 +1078,10 @@ def run_eval(
             cfg.eval_name, source or "random init", type(encoder).__name__, num_classes, len(cfg.optimization.probes),
             0 if train is None else len(train), world_size,
         )  # fmt: skip
+    encode = encoders.encoder_inputs if cfg.finetune else encoders.make_encode(tokens, device)
     trainer = ProbeTrainer(
-        cfg, make_encode(tokens, device), train, val, embed_dim=tokens.embed_dim, num_heads=tokens.num_heads,
-        num_classes=num_classes, device=device, rank=rank, world_size=world_size, encoder_source=source,
+        cfg, encode, train, val, embed_dim=tokens.embed_dim, num_heads=tokens.num_heads,
+        task=classification_task(cfg, num_classes), device=device, rank=rank, world_size=world_size,
+        encoder_source=source, finetune=tokens if cfg.finetune else None,
     )  # fmt: skip
     return trainer.run(resume=resume)

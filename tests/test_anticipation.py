@@ -15,7 +15,7 @@ import torch
 import yaml
 from torch import nn
 
-from evals.action_anticipation_frozen.eval import AnticipationTrainer
+from evals.action_anticipation_frozen.eval import anticipation_trainer
 from evals.action_anticipation_frozen.metrics import ClassMeanRecall
 from evals.action_anticipation_frozen.model import (
     AnticipativeWrapper,
@@ -23,6 +23,7 @@ from evals.action_anticipation_frozen.model import (
     extend_position_table,
 )
 from evals.action_anticipation_frozen.probe import AnticipationClassifier, head_loss, sigmoid_focal_loss
+from evals.probing import EpochResult
 from jepa.checkpoint import CheckpointError
 from jepa.config import ConfigError, load_pretrain_config, to_dict
 from jepa.config.evals import load_eval_config
@@ -39,6 +40,7 @@ from jepa.video.epickitchens import (
     ek100_video_path,
     read_ek100_csv,
 )
+from tests import test_evals
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "evals" / "tiny_anticipation_cpu.yaml"
@@ -47,12 +49,7 @@ OFFICIAL_EK100 = sorted(OFFICIAL.glob("*/*/ek100.yaml"))
 OFFICIAL_CODE = ROOT.parent / "scratch" / "vjepa2"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+_one_thread = test_evals._one_thread  # autouse: one thread per test
 
 
 def tiny_config(tmp_path: Path, *overrides: str):
@@ -496,13 +493,13 @@ def test_resumed_probes_continue_exactly_and_files_are_checked(tmp_path):
         model, _ = build_anticipation_model(cfg)
         torch.manual_seed(seed)  # the probes' initialisation
         loader = None if cfg.val_only else train
-        return AnticipationTrainer(cfg, model, loader, val, with_classes, device=torch.device("cpu"))
+        return anticipation_trainer(cfg, model, loader, val, with_classes, device=torch.device("cpu"))
 
     straight = trainer("a", 0)
     straight.run()
     interrupted = trainer("b", 0)  # epoch 1 of 2, saved, then the job ends
     interrupted.files.prepare()
-    interrupted.history.append({"epoch": 1, "train": interrupted.train_epoch(), "val": interrupted.evaluate()})
+    interrupted.history.append(EpochResult(1, interrupted.train_epoch(), interrupted.evaluate()))
     interrupted.epoch = 1
     interrupted.files.save(interrupted.state_dict())
     resumed = trainer("b", 1)  # other initial probes: the checkpoint replaces them
@@ -510,7 +507,7 @@ def test_resumed_probes_continue_exactly_and_files_are_checked(tmp_path):
     assert resumed.epoch == 2
     for a, b in zip(straight.bank.state_dict().values(), resumed.bank.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    assert resumed.history[-1]["val"] == straight.history[-1]["val"]
+    assert resumed.history[-1].val == straight.history[-1].val
 
     other = ActionClasses.from_training([ActionSegment("P01_01", 0, 9, v, n) for v in range(4) for n in range(3)])
     with pytest.raises(ConfigError, match="other verb/noun/action classes"):
@@ -558,7 +555,7 @@ def test_tiny_eval_end_to_end_then_val_only(tmp_path, capsys):
 
     train, val, classes = make_datasets(cfg)
     _, val_batches = make_loaders(cfg, train, val, 0, 1)
-    again = AnticipationTrainer(cfg, model, None, val_batches, classes, device=torch.device("cpu")).run()
+    again = anticipation_trainer(cfg, model, None, val_batches, classes, device=torch.device("cpu")).run()
     assert again["val_only"] is True
     for m in ("verb_recall5", "noun_recall5", "action_recall5"):
         assert again[m] == pytest.approx(summary[m])

@@ -413,7 +413,7 @@ TINY = {
 }  # fmt: skip
 CSV_HEADER = (
     "epoch,step,loss,loss_pred,loss_reg,lr,wd,momentum,ctx_tokens,tgt_tokens,step_ms,samples_per_s,mem_mb,"
-    "feat_std,eff_rank"
+    "feat_std,eff_rank,eff_rank_rel,sigreg,pos_share,loss_sigreg"
 )
 OFFICIAL_CKPT_KEYS = {"encoder", "predictor", "target_encoder", "opt", "scaler", "epoch", "loss", "batch_size",
                       "world_size", "lr"}  # fmt: skip

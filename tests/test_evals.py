@@ -8,7 +8,7 @@ import torch
 import yaml
 from torch import nn
 
-from evals.encoder import FrozenTokens
+from evals.encoder import EncoderTokens
 from evals.probing import (
     CSV_COLUMNS,
     ProbeTrainer,
@@ -161,7 +161,7 @@ def tagged_clips(segments=2, views=3, batch=2, frames=4):
 
 
 def test_attend_across_segments_concatenates_each_views_segments_in_time_order():
-    out = FrozenTokens(TagEncoder(), attend_across_segments=True)(tagged_clips())
+    out = EncoderTokens(TagEncoder(), attend_across_segments=True)(tagged_clips())
     assert out.shape == (3, 2, 2 * 2, 1)  # [V, B, S * N, D]
     for v in range(3):
         for b in range(2):
@@ -170,7 +170,7 @@ def test_attend_across_segments_concatenates_each_views_segments_in_time_order()
 
 
 def test_per_segment_probing_gives_one_input_per_segment_and_view():
-    out = FrozenTokens(TagEncoder(), attend_across_segments=False)(tagged_clips())
+    out = EncoderTokens(TagEncoder(), attend_across_segments=False)(tagged_clips())
     assert out.shape == (2 * 3, 2, 2, 1)  # [S * V, B, N, D]
     for s in range(2):
         for v in range(3):
@@ -179,7 +179,7 @@ def test_per_segment_probing_gives_one_input_per_segment_and_view():
 
 def test_image_encoder_embeds_each_frame_and_concatenates_frames():
     x = torch.arange(2 * 3 * 4 * 2 * 2, dtype=torch.float).view(1, 1, 2, 3, 4, 2, 2)  # S=V=1, B=2, T=4
-    out = FrozenTokens(TagImageEncoder())(x)
+    out = EncoderTokens(TagImageEncoder())(x)
     assert out.shape == (1, 2, 4 * 2, 1)
     clip = x[0, 0, 1]  # second sample
     expected = [v for t in range(4) for v in (clip[0, t, 0, 0].item(), clip[0, t, 0, 1].item())]
@@ -188,7 +188,7 @@ def test_image_encoder_embeds_each_frame_and_concatenates_frames():
 
 def test_images_become_static_clips_for_a_video_encoder():
     images = torch.arange(2, dtype=torch.float).view(2, 1, 1, 1).expand(2, 3, 2, 2)
-    out = FrozenTokens(TagEncoder(), image_frames=4)(images)
+    out = EncoderTokens(TagEncoder(), image_frames=4)(images)
     assert out.shape == (1, 2, 2, 1) and out[0, :, :, 0].tolist() == [[0, 0], [1, 1]]
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from evals.encoder import FrozenTokens
+from evals.encoder import EncoderTokens
 from jepa.checkpoint import read_checkpoint
 from jepa.config import ConfigError, from_dict
 from jepa.config.evals import EvalConfig
@@ -39,7 +39,7 @@ def test_multilevel_tokens_are_the_normalised_block_outputs_concatenated_along_t
     layers = [0, 2, 3]
     x = torch.randn(2, 3, 32, 32) if num_frames == 1 else torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
-        got = FrozenTokens(enc, image_frames=num_frames, out_layers=layers).encode(x)
+        got = EncoderTokens(enc, image_frames=num_frames, out_layers=layers).encode(x)
         levels = enc.forward_intermediates(x, layers, norm=True, intermediates_only=True)
         # each level is a block's output through the encoder's final norm
         hidden = enc.forward_intermediates(x, layers, intermediates_only=True)
@@ -49,16 +49,16 @@ def test_multilevel_tokens_are_the_normalised_block_outputs_concatenated_along_t
     torch.testing.assert_close(got, torch.cat(levels, dim=1), atol=0, rtol=0)
     assert not torch.allclose(got[:, :n], got[:, -n:], atol=1e-3)  # the levels differ
     # the last level alone is what the one-level probe reads
-    only_last = FrozenTokens(enc, image_frames=num_frames, out_layers=[3]).encode(x)
-    torch.testing.assert_close(only_last, FrozenTokens(enc, image_frames=num_frames).encode(x), atol=0, rtol=0)
+    only_last = EncoderTokens(enc, image_frames=num_frames, out_layers=[3]).encode(x)
+    torch.testing.assert_close(only_last, EncoderTokens(enc, image_frames=num_frames).encode(x), atol=0, rtol=0)
 
 
 def test_levels_come_in_block_order_whatever_the_order_given():
     enc = deep_encoder(4)
     x = torch.randn(1, 3, 4, 32, 32)
     with torch.no_grad():
-        a = FrozenTokens(enc, out_layers=[3, 0]).encode(x)
-        b = FrozenTokens(enc, out_layers=[0, 3]).encode(x)
+        a = EncoderTokens(enc, out_layers=[3, 0]).encode(x)
+        b = EncoderTokens(enc, out_layers=[0, 3]).encode(x)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
@@ -67,7 +67,7 @@ def test_segments_concatenate_per_clip_then_per_level():
     enc = deep_encoder(4)
     layers = [1, 3]
     x = torch.randn(2, 3, 2, 3, 4, 32, 32)  # 2 segments x 3 views x batch 2
-    tokens = FrozenTokens(enc, attend_across_segments=True, out_layers=layers)
+    tokens = EncoderTokens(enc, attend_across_segments=True, out_layers=layers)
     with torch.no_grad():
         out = tokens(x)
         levels = [enc.forward_intermediates(x[s, 1], layers, norm=True, intermediates_only=True) for s in range(2)]
@@ -80,7 +80,7 @@ def test_segments_concatenate_per_clip_then_per_level():
 @pytest.mark.parametrize("layers", [[4], [-1], []], ids=["past-the-end", "negative", "empty"])
 def test_out_layers_outside_the_encoder_are_refused(layers):
     with pytest.raises(ConfigError, match=r"wrapper.out_layers .*\[0, 4\)"):
-        FrozenTokens(deep_encoder(4), out_layers=layers)
+        EncoderTokens(deep_encoder(4), out_layers=layers)
 
 
 def _official_wrapper_module():
@@ -118,7 +118,7 @@ def test_multilevel_tokens_equal_the_official_wrapper(use_rope):
     x = torch.randn(2, 3, 2, 3, 4, 32, 32)  # 2 segments x 3 views x batch 2
     with torch.no_grad():
         want = torch.stack(wrapper([[x[s, v] for v in range(3)] for s in range(2)]))  # per view [B, S*L*N, D]
-        got = FrozenTokens(ours, attend_across_segments=True, out_layers=layers)(x)
+        got = EncoderTokens(ours, attend_across_segments=True, out_layers=layers)(x)
     assert got.shape == want.shape == (3, 2, 2 * 3 * 32, 64)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 

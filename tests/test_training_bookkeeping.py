@@ -204,7 +204,7 @@ def test_probe_train_step_is_one_update_of_every_probe_at_its_scheduled_hyperpar
     assert trainer.step == 3
     assert out.hparams == [(s.lr_at(2), s.wd_at(2)) for s in trainer.schedules]
     assert [o.param_groups[0]["lr"] for o in trainer.optimizers] == [h[0] for h in out.hparams]
-    assert out.logits.shape == (2, 2, 4, 10) and out.loss_sums.shape == (2,) and not out.logits.requires_grad
+    assert out.logits.shape == (2, 2, 4, 10) and out.losses.shape == (2,) and not out.logits.requires_grad
     assert all(not torch.equal(b, p.linear.weight) for b, p in zip(before, trainer.bank.probes, strict=True))
     assert all(p.grad is None for p in trainer.bank.parameters())
 

@@ -21,18 +21,15 @@ which the official wrapper never overrides.
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from jepa.checkpoint import CheckpointError, extract_state_dict, load_encoder, load_predictor, read_checkpoint
+from evals.encoder import build_pretrained
+from jepa.checkpoint import CheckpointError, extract_state_dict, load_encoder, load_predictor
 from jepa.config.anticipation import AnticipationConfig
-from jepa.config.evals import EVAL_ARCHITECTURE_KEYS
-from jepa.config.pretrain import model_spec_from_config_dict
-from jepa.config.spec import EncoderSpec, ModelSpec, spec_differences, with_architecture_of
-from jepa.config.strict import ConfigError
+from jepa.config.spec import EncoderSpec, ModelSpec
 from jepa.models import VisionTransformer, VisionTransformerPredictor
 from jepa.models.builder import build_encoder_from_spec, build_predictor_from_spec
 from jepa.models.pos_embed import sincos_table
@@ -82,14 +79,6 @@ class AnticipativeWrapper(nn.Module):
         self.num_steps = num_steps
         self.mask_index = mask_index
 
-    @property
-    def embed_dim(self) -> int:
-        return self.encoder.embed_dim
-
-    @property
-    def num_heads(self) -> int:
-        return self.encoder.num_heads
-
     def future_positions(self, num_tokens: int, tokens_per_slot: int, anticipation_times: Tensor) -> Tensor:
         """Token positions ``[B, N_pred]`` of the predicted frames after a clip of ``num_tokens`` tokens."""
         slots = (anticipation_times * self.frames_per_second / self.tubelet_size).to(torch.int64)  # truncated
@@ -118,29 +107,6 @@ class AnticipativeWrapper(nn.Module):
             outputs.append(predicted)
             ctxt = torch.cat([ctxt[:, predicted.shape[1] :], predicted], dim=1)
         return torch.cat(outputs, dim=1)
-
-
-def _stored_spec(ckpt: dict[str, Any], path: Path) -> ModelSpec | None:
-    stored = ckpt.get("config")
-    if not isinstance(stored, dict):
-        return None  # an official checkpoint: no config to compare with
-    try:
-        return model_spec_from_config_dict(stored)
-    except (ConfigError, ValueError) as e:
-        raise ConfigError(f"pretrain.checkpoint: the config stored in {path} does not describe a model: {e}") from e
-
-
-def _check_against_stored(cfg: AnticipationConfig, stored: ModelSpec, path: Path) -> EncoderSpec:
-    """The encoder spec of ``cfg`` with the stored architecture; a key where they disagree is an error."""
-    spec = cfg.encoder_spec()
-    named = [(f"pretrain.{d.key}", d) for d in spec_differences(stored.encoder, spec, EVAL_ARCHITECTURE_KEYS)]
-    if stored.predictor is not None and not cfg.wrapper.no_predictor:
-        ours = ModelSpec(encoder=spec, predictor=cfg.predictor_spec(spec).predictor)
-        named += [(d.key, d) for d in spec_differences(stored, ours, ())]  # the predictor's keys: predictor.<key>
-    if named:
-        raise ConfigError("; ".join(f"{key}: got {d.config!r}, but {path} was trained with {d.checkpoint!r} (its "
-                                    "stored config)" for key, d in named))  # fmt: skip
-    return with_architecture_of(spec, stored.encoder)
 
 
 def extend_position_table(state: dict[str, Tensor], spec: ModelSpec, source: str) -> None:
@@ -172,42 +138,29 @@ def extend_position_table(state: dict[str, Tensor], spec: ModelSpec, source: str
 
 def build_anticipation_model(cfg: AnticipationConfig) -> tuple[AnticipativeWrapper, str | None]:
     """The frozen :class:`AnticipativeWrapper` of ``cfg`` and the checkpoint it comes from (None: randomly
-    initialised encoder and predictor, seeded with ``pretrain.seed``). Encoder (``pretrain.checkpoint_key``) and
-    predictor (``predictor.checkpoint_key``) are loaded strictly; a checkpoint's stored config must agree with
-    ``pretrain`` / ``predictor``."""
-    p, w = cfg.pretrain, cfg.wrapper
-    path = p.checkpoint_path
-    encoder_spec = cfg.encoder_spec()
-    if path is None:
-        if encoder_spec.num_heads is None:
-            raise ConfigError("pretrain.num_heads is required with model_name null and no checkpoint")
-        logger.warning("pretrain.checkpoint is null: a RANDOMLY INITIALISED encoder and predictor (seed %d)", p.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(p.seed)
-            encoder = build_encoder_from_spec(encoder_spec)
-            predictor = None if w.no_predictor else build_predictor_from_spec(cfg.predictor_spec(encoder_spec))
-    else:
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrain.folder / pretrain.checkpoint: {path} does not exist")
-        ckpt = read_checkpoint(path)
-        stored = _stored_spec(ckpt, path)
-        if stored is not None:
-            encoder_spec = _check_against_stored(cfg, stored, path)
-        if encoder_spec.num_heads is None:
-            raise CheckpointError("pretrain.num_heads is required with model_name null (the checkpoint records none)")
-        try:
-            encoder = load_encoder(ckpt, which=p.checkpoint_key, spec=encoder_spec)
-            predictor = None
-            if not w.no_predictor:
-                predictor = _load_predictor(cfg, ckpt, encoder_spec, stored, str(path))
-        except CheckpointError as e:
-            raise CheckpointError(f"{path}: {e}") from e
-    model = AnticipativeWrapper(
-        encoder, predictor, frames_per_second=cfg.data.frames_per_second, no_predictor=w.no_predictor,
-        num_output_frames=w.num_output_frames, num_steps=w.num_steps,
-    )  # fmt: skip
-    model.eval().requires_grad_(False)
-    return model, None if path is None else str(path)
+    initialised encoder and predictor, seeded with ``pretrain.seed``), through
+    :func:`evals.encoder.build_pretrained`. Encoder (``pretrain.checkpoint_key``) and predictor
+    (``predictor.checkpoint_key``) are loaded strictly; a checkpoint's stored config must agree with ``pretrain``
+    and ``predictor`` (:meth:`AnticipationConfig.checkpoint_model`)."""
+    w = cfg.wrapper
+
+    def wrap(encoder: VisionTransformer, predictor: VisionTransformerPredictor | None) -> AnticipativeWrapper:
+        return AnticipativeWrapper(
+            encoder, predictor, frames_per_second=cfg.data.frames_per_second, no_predictor=w.no_predictor,
+            num_output_frames=w.num_output_frames, num_steps=w.num_steps,
+        )  # fmt: skip
+
+    def build(spec: EncoderSpec) -> AnticipativeWrapper:
+        encoder = build_encoder_from_spec(spec)
+        return wrap(encoder, None if w.no_predictor else build_predictor_from_spec(cfg.predictor_spec(spec)))
+
+    def load(ckpt: dict[str, Any], spec: EncoderSpec, stored: ModelSpec | None) -> AnticipativeWrapper:
+        predictor = None
+        if not w.no_predictor:
+            predictor = _load_predictor(cfg, ckpt, spec, stored, str(cfg.pretrain.checkpoint_path))
+        return wrap(load_encoder(ckpt, which=cfg.pretrain.checkpoint_key, spec=spec), predictor)
+
+    return build_pretrained(cfg, build, load, what="encoder and predictor")
 
 
 def _load_predictor(

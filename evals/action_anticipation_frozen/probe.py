@@ -4,8 +4,6 @@ State-dict keys are the official ones: ``pooler.*`` (:class:`jepa.models.Attenti
 ``verb_classifier.*``, ``noun_classifier.*``, ``action_classifier.*``, so official probe files load strictly.
 """
 
-from collections.abc import Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -49,19 +47,6 @@ class AnticipationClassifier(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         q = self.pooler(x)  # [B, 3, D]
         return self.verb_classifier(q[:, 0]), self.noun_classifier(q[:, 1]), self.action_classifier(q[:, 2])
-
-
-class ProbeSet(nn.Module):
-    """Several probes on the same tokens: ``[B, N, D]`` -> per head the stacked logits ``[K, B, C_head]``."""
-
-    def __init__(self, probes: Iterable[AnticipationClassifier]) -> None:
-        super().__init__()
-        self.probes = nn.ModuleList(probes)
-
-    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        outs = [probe(tokens) for probe in self.probes]
-        verb, noun, action = (torch.stack([o[h] for o in outs]) for h in range(len(HEADS)))
-        return verb, noun, action
 
 
 def sigmoid_focal_loss(

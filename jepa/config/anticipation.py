@@ -24,14 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from jepa.config.evals import (
-    ClassifierConfig,
-    EvalOptimConfig,
-    EvalPredictorConfig,
-    EvalPretrainConfig,
-    WrapperConfig,
-    check_module_name,
-)
+from jepa.config.evals import EvalConfigBase, EvalDataBase, EvalOptimConfig, EvalPredictorConfig
 from jepa.config.spec import EncoderSpec, ModelSpec, PredictorSpec
 from jepa.config.strict import ConfigError, check_choice, check_range, require, set_fields, warn_unused
 
@@ -39,10 +32,12 @@ ANTICIPATION_DATASETS = ("EK100", "anticipation_digits")
 BUILTIN_ANTICIPATION = "anticipation_digits"
 # Wrapper keys of the classification evals, which the official anticipation wrapper does not take.
 _CLASSIFICATION_WRAPPER_KEYS = ("out_layers", "max_frames", "use_pos_embed", "img_as_video_nframes")
+_CLASSIFICATION_OPTIM_KEYS = ("label_smoothing", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "layer_decay",
+                              "drop_path", "ema_decay")  # fmt: skip
 
 
 @dataclass(kw_only=True)
-class AnticipationDataConfig:
+class AnticipationDataConfig(EvalDataBase):
     """Which actions, which clip before each, and the probe's training augmentation.
 
     The observed clip: ``frames_per_clip`` frames at ``frames_per_second`` (a step of ``int(video fps /
@@ -72,28 +67,24 @@ class AnticipationDataConfig:
     dataset_val: str | None = None
     file_format: int = 1
     root_path: str | None = None  # anticipation_digits: where the videos are generated
-    frames_per_clip: int = 16
     frames_per_second: float = 5.0
     anticipation_time_sec: tuple[float, float] = (1.0, 1.0)
     train_anticipation_time_sec: tuple[float, float] | None = None  # default: anticipation_time_sec
     train_anticipation_point: tuple[float, float] = (0.0, 0.25)  # both official files' value
     val_anticipation_point: tuple[float, float] = (0.0, 0.0)  # the official code's default
     anticipation_anchor: Literal["official", "action_start"] = "official"
-    resolution: int | None = None  # default: optimization.resolution, else 224
     auto_augment: bool = False
     motion_shift: bool = False
     random_resize_scale: tuple[float, float] = (0.9, 1.0)  # the official data loader's default
     reprob: float = 0.0
-    num_workers: int = 8
     pin_memory: bool = True
-    decoder: Literal["auto", "decord", "pyav"] = "auto"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice("dataset", self.dataset, ANTICIPATION_DATASETS)
         layouts = "0 (<participant>/videos/<video_id>.MP4) or 1 (<participant>/<video_id>.MP4)"
         require(self.file_format in (0, 1) and not isinstance(self.file_format, bool), "file_format",
                 self.file_format, layouts)  # fmt: skip
-        require(self.frames_per_clip >= 1, "frames_per_clip", self.frames_per_clip, "an int >= 1")
         require(self.frames_per_second > 0, "frames_per_second", self.frames_per_second, "> 0")
         if self.train_anticipation_time_sec is None:
             self.train_anticipation_time_sec = self.anticipation_time_sec
@@ -103,8 +94,6 @@ class AnticipationDataConfig:
             check_range(key, getattr(self, key), 0.0, 1.0)
         check_range("random_resize_scale", self.random_resize_scale, 0.0, 1.0, lo_open=True)
         require(0 <= self.reprob <= 1, "reprob", self.reprob, "a probability in [0, 1]")
-        require(self.num_workers >= 0, "num_workers", self.num_workers, "an int >= 0 (0: load in the main process)")
-        require(self.resolution is None or self.resolution >= 1, "resolution", self.resolution, "null or pixels >= 1")
         changed = set_fields(self)
         if self.is_builtin:
             for key in ("base_path", "dataset_train", "dataset_val"):
@@ -151,60 +140,40 @@ class AnticipationOptimConfig(EvalOptimConfig):
         super().__post_init__()
         if self.attend_across_segments:
             raise ConfigError("attend_across_segments: the anticipation eval probes one clip per action")
+        for key in sorted(set_fields(self) & set(_CLASSIFICATION_OPTIM_KEYS)):
+            raise ConfigError(f"{key}: a classification-eval key; the anticipation probes train on the frozen "
+                              "model's features with their own losses (use_focal_loss)")  # fmt: skip
 
 
 @dataclass(kw_only=True)
-class AnticipationConfig:
-    """A whole frozen action-anticipation eval."""
+class AnticipationConfig(EvalConfigBase):
+    """A whole frozen action-anticipation eval (the fields and checks every eval shares:
+    :class:`jepa.config.evals.EvalConfigBase`). ``pretrain.frames_per_clip`` defaults to ``data.frames_per_clip``:
+    the encoder embeds the observed clip."""
 
     eval_name: Literal["action_anticipation_frozen"]
-    tag: str | None = None
-    resume_checkpoint: bool = False
-    folder: str | None = None  # outputs; default <pretrain.folder or runs>/<eval_name>/<tag>
-    nodes: int = 1
-    tasks_per_node: int = 1
-    cpus_per_task: int | None = None
-    mem_per_gpu: str | None = None
     data: AnticipationDataConfig = field(default_factory=AnticipationDataConfig)
     optimization: AnticipationOptimConfig = field(default_factory=AnticipationOptimConfig)
-    pretrain: EvalPretrainConfig = field(default_factory=EvalPretrainConfig)
     predictor: EvalPredictorConfig = field(default_factory=EvalPredictorConfig)
-    wrapper: WrapperConfig = field(default_factory=WrapperConfig)
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    module_name: str | None = None  # V-JEPA 2's wrapper module; checked against eval_name
-    # Evaluate saved probes once, without training (V-JEPA 2's inference files): from probe_checkpoint, or from
-    # the output folder's latest (ours, <write_tag>-latest.pth.tar, or the official latest.pt).
-    val_only: bool = False
-    probe_checkpoint: str | None = None  # val_only: the probe file (relative to the output folder unless absolute)
 
     def __post_init__(self) -> None:
-        check_module_name(self.eval_name, self.module_name, self.wrapper.out_layers)
+        require(self.classifier.head == "attentive", "classifier.head", self.classifier.head,
+                "'attentive' (the anticipation probe pools with one query per head)")  # fmt: skip
         wrong = sorted(set_fields(self.wrapper) & set(_CLASSIFICATION_WRAPPER_KEYS))
         if wrong:
             raise ConfigError(f"wrapper.{wrong[0]}: a classification-eval key; the anticipation wrapper takes "
                               "no_predictor, num_output_frames and num_steps")  # fmt: skip
-        if self.probe_checkpoint is not None and not self.val_only:
-            warn_unused("probe_checkpoint", "read with val_only: true (training resumes from latest)")
-        require(self.nodes >= 1, "nodes", self.nodes, "an int >= 1")
-        require(self.tasks_per_node >= 1, "tasks_per_node", self.tasks_per_node, "an int >= 1")
-        d, opt, p = self.data, self.optimization, self.pretrain
-        if d.resolution is not None and opt.resolution is not None and d.resolution != opt.resolution:
-            raise ConfigError(f"data.resolution ({d.resolution}) and optimization.resolution ({opt.resolution}) "
-                              "disagree")  # fmt: skip
-        if self.resolution % p.patch_size:
-            raise ConfigError(f"resolution {self.resolution} is not a multiple of pretrain.patch_size {p.patch_size}")
+        d, p = self.data, self.pretrain
         if "frames_per_clip" in set_fields(p) and p.frames_per_clip != d.frames_per_clip:
             raise ConfigError(f"pretrain.frames_per_clip ({p.frames_per_clip}) and data.frames_per_clip "
                               f"({d.frames_per_clip}) disagree: the encoder embeds the observed clip")  # fmt: skip
         if d.frames_per_clip < 2 or d.frames_per_clip % p.tubelet_size:
             raise ConfigError(f"data.frames_per_clip {d.frames_per_clip} is not a multiple >= 2 of "
                               f"pretrain.tubelet_size {p.tubelet_size} (a video encoder's tubelets)")  # fmt: skip
+        p.frames_per_clip = d.frames_per_clip
+        super().__post_init__()
         for key in sorted(set_fields(p) & {"clip_duration", "frame_step"}):
             warn_unused(f"pretrain.{key}", "clips are sampled at data.frames_per_second")
-        width, heads = p.size["embed_dim"], self.classifier.num_heads or p.size["num_heads"]
-        if width is not None and heads is not None and width % heads:
-            which = "classifier.num_heads" if self.classifier.num_heads else "pretrain.num_heads"
-            raise ConfigError(f"{which} {heads} does not divide the encoder width {width} (the probe's width)")
         if self.wrapper.no_predictor:
             if set_fields(self.predictor):
                 warn_unused("predictor", "wrapper.no_predictor: true probes the encoder's tokens only")
@@ -226,11 +195,6 @@ class AnticipationConfig:
             )
 
     @property
-    def resolution(self) -> int:
-        """The crop size: ``data.resolution`` or ``optimization.resolution`` (224 when neither is set)."""
-        return self.data.resolution or self.optimization.resolution or 224
-
-    @property
     def output_frames(self) -> int:
         """Frames predicted per step: ``wrapper.num_output_frames``, at least one tubelet (as officially)."""
         return max(self.wrapper.num_output_frames, self.pretrain.tubelet_size)
@@ -239,17 +203,6 @@ class AnticipationConfig:
         """Time slots (tubelets) between the observed clip and the first predicted one: ``int(t_a * fps /
         tubelet_size)``, as the official wrapper truncates it."""
         return int(anticipation_time * self.data.frames_per_second / self.pretrain.tubelet_size)
-
-    def encoder_spec(self) -> EncoderSpec:
-        """The frozen encoder, over clips of ``data.frames_per_clip`` frames at the eval's resolution
-        (``num_heads`` may be None: left to the checkpoint's stored config)."""
-        p = self.pretrain
-        size = {} if p.model_name else dict(embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads)
-        return EncoderSpec.of(
-            p.model_name, **size, img_size=self.resolution, patch_size=p.patch_size,
-            num_frames=self.data.frames_per_clip, tubelet_size=p.tubelet_size, uniform_power=p.uniform_power,
-            use_rope=p.use_rope, use_sdpa=p.use_sdpa, use_silu=p.use_silu, wide_silu=p.wide_silu,
-        )  # fmt: skip
 
     def predictor_spec(self, encoder: EncoderSpec) -> ModelSpec:
         """The frozen predictor over ``encoder`` (built), as the official code builds it: the encoder's width,
@@ -264,10 +217,13 @@ class AnticipationConfig:
                              num_mask_tokens=pr.num_mask_tokens, use_mask_tokens=pr.use_mask_tokens)  # fmt: skip
         return ModelSpec(encoder=grid, predictor=spec)
 
-    @property
-    def output_folder(self) -> Path:
-        base = Path(self.folder) if self.folder else Path(self.pretrain.folder or "runs") / self.eval_name
-        return base / self.tag if self.tag else base
+    def checkpoint_model(self) -> EncoderSpec | ModelSpec:
+        """The encoder and, unless ``wrapper.no_predictor``, the predictor: a checkpoint's stored config must
+        describe both as this config does."""
+        spec = self.encoder_spec()
+        if self.wrapper.no_predictor:
+            return spec
+        return ModelSpec(encoder=spec, predictor=self.predictor_spec(spec).predictor)
 
     def path_problems(self) -> list[tuple[str, Path, str]]:
         """``(key, path, message)`` for every input path a run here would fail on (what
@@ -302,22 +258,3 @@ class AnticipationConfig:
                 key = "probe_checkpoint" if self.probe_checkpoint else "val_only"
                 out.append((key, self.probe_checkpoint_paths()[0], str(e).partition(": ")[2]))
         return out
-
-    def probe_checkpoint_paths(self) -> list[Path]:
-        """Where ``val_only`` reads the probes, in order: ``probe_checkpoint`` (relative to the output folder
-        unless absolute) when set; else the output folder's ``<write_tag>-latest.pth.tar`` (ours), then
-        ``latest.pt`` (the official V-JEPA 2 name: ``<folder>/<eval_name>/<tag>/latest.pt``)."""
-        if self.probe_checkpoint is not None:
-            path = Path(self.probe_checkpoint)
-            return [path if path.is_absolute() else self.output_folder / path]
-        return [self.output_folder / f"{self.pretrain.write_tag}-latest.pth.tar", self.output_folder / "latest.pt"]
-
-    def find_probe_checkpoint(self) -> Path:
-        """The probe file ``val_only`` evaluates (:meth:`probe_checkpoint_paths`); FileNotFoundError naming every
-        place looked at when there is none (never an evaluation of untrained probes)."""
-        paths = self.probe_checkpoint_paths()
-        for path in paths:
-            if path.is_file():
-                return path
-        key = "probe_checkpoint" if self.probe_checkpoint is not None else "val_only"
-        raise FileNotFoundError(f"{key}: no probe checkpoint to evaluate: {' nor '.join(map(str, paths))} exists")

@@ -95,6 +95,8 @@ def _check_pretrain(cfg: PretrainConfig, problems: _Problems, resume: bool) -> N
     if cfg.is_video and kind != "moving_digits":  # moving_digits generates its clips
         for i, csv in enumerate(d.datasets):
             _check_csv(f"data.datasets[{i}]", Path(csv), problems)
+        for i, csv in enumerate(d.val_datasets or []):
+            _check_csv(f"data.val_datasets[{i}]", Path(csv), problems)
     elif not cfg.is_video and kind not in BUILTIN_IMAGES:
         _check_image_split(d.root_path, d.image_folder, "train", problems)
     folder = Path(cfg.logging.folder)

@@ -53,7 +53,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EVAL_NAMES = ("video_classification_frozen", "image_classification_frozen", "action_anticipation_frozen")
+EVAL_NAMES = ("video_classification_frozen", "image_classification_frozen", "action_anticipation_frozen",
+              "video_classification_finetune", "image_classification_finetune")  # fmt: skip
+# What the fine-tuning evals train beyond a probe; errors elsewhere, where the encoder is frozen.
+FINETUNE_KEYS = {"layer_decay": 1.0, "drop_path": 0.0, "ema_decay": None}
 # The official V-JEPA 2 ``model_kwargs.module_name`` of each eval (the wrapper its code builds around the encoder).
 MODULE_NAMES = {
     "video_classification_frozen": (
@@ -72,39 +75,50 @@ _VIDEO_DATA_KEYS = ("dataset_type", "dataset_train", "dataset_val", "frames_per_
 
 
 @dataclass(kw_only=True)
-class EvalDataConfig:
+class EvalDataBase:
+    """What the data section of every eval has: the clip length (video), the decoder, the crop size and the
+    loading workers."""
+
+    frames_per_clip: int = 16
+    decoder: Literal["auto", "decord", "pyav"] = "auto"
+    resolution: int | None = None  # default: optimization.resolution, else 224
+    num_workers: int = 8
+
+    def __post_init__(self) -> None:
+        require(self.frames_per_clip >= 1, "frames_per_clip", self.frames_per_clip, "an int >= 1")
+        require(self.num_workers >= 0, "num_workers", self.num_workers, "an int >= 0 (0: load in the main process)")
+        require(self.resolution is None or self.resolution >= 1, "resolution", self.resolution, "null or pixels >= 1")
+
+
+@dataclass(kw_only=True)
+class EvalDataConfig(EvalDataBase):
     """Video: annotation CSVs and clip geometry. Images: an ImageFolder root with ``train/`` and ``val/``."""
 
     # -- video
     dataset_type: str = "VideoDataset"  # VideoDataset | moving_digits
     dataset_train: str | list[str] | None = None
     dataset_val: str | list[str] | None = None
-    frames_per_clip: int = 16
     num_segments: int = 1  # clips per video, spread over its length
     num_views_per_segment: int = 1  # spatial crops per clip at validation
     frame_step: int | None = None  # default 4
     label: Literal["digit", "motion"] = "digit"  # moving_digits: which label to predict
-    decoder: Literal["auto", "decord", "pyav"] = "auto"
     # -- images
     dataset_name: str | None = None  # ImageNet | iNat21 | Places205 | ImageFolder | digits | mnist5k
     root_path: str | None = None  # images: root_path / image_folder / {train,val}; moving_digits: where clips go
     image_folder: str | None = None
     # -- both
     num_classes: int | None = None
-    resolution: int | None = None
-    num_workers: int = 8
     pin_mem: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice("dataset_type", self.dataset_type, VIDEO_DATASET_TYPES)
         if self.dataset_name is not None:
             check_choice("dataset_name", self.dataset_name, IMAGE_DATASET_NAMES)
-        for name in ("frames_per_clip", "num_segments", "num_views_per_segment"):
+        for name in ("num_segments", "num_views_per_segment"):
             require(getattr(self, name) >= 1, name, getattr(self, name), "an int >= 1")
-        require(self.num_workers >= 0, "num_workers", self.num_workers, "an int >= 0 (0: load in the main process)")
         require(self.frame_step is None or self.frame_step >= 1, "frame_step", self.frame_step, "null or an int >= 1")
         require(self.num_classes is None or self.num_classes >= 2, "num_classes", self.num_classes, "an int >= 2")
-        require(self.resolution is None or self.resolution >= 1, "resolution", self.resolution, "null or pixels >= 1")
 
     @property
     def image_dataset(self) -> str:
@@ -153,10 +167,39 @@ class EvalOptimConfig(ProbeOptimConfig):
     clip_grad: float | None = 1.0
     betas: tuple[float, float] = (0.9, 0.999)
     use_pos_embed: bool = ignored(False, "no temporal position table is added across segments (the official default)")
+    # Classification: the loss's label smoothing, and timm's Mixup / CutMix of the training inputs (timm.data.Mixup:
+    # alphas of the Beta distributions, the probability to mix a batch, and to pick CutMix when both are on).
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    # Fine-tuning (eval_name *_finetune) only: layer-wise LR decay (of an encoder of depth D, block i = 0 .. D - 1
+    # trains at lr * layer_decay ** (D - i), the patch embedding and position table at lr * layer_decay ** (D + 1),
+    # the final norm and the head at lr), the encoder's drop-path rate, and the decay of a weight EMA of encoder +
+    # head (null: none), whose weights are then the ones evaluated.
+    layer_decay: float = 1.0
+    drop_path: float = 0.0
+    ema_decay: float | None = None
+
+    @property
+    def mixes(self) -> bool:
+        """Whether training batches are mixed (Mixup or CutMix)."""
+        return (self.mixup > 0 or self.cutmix > 0) and self.mixup_prob > 0
 
     def __post_init__(self) -> None:
         changed = set_fields(self)  # before the defaults of start_lr / final_weight_decay are filled in
         super().__post_init__()
+        require(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "in [0, 1)")
+        for key in ("mixup", "cutmix"):
+            require(getattr(self, key) >= 0, key, getattr(self, key), ">= 0 (0: off)")
+        for key in ("mixup_prob", "mixup_switch_prob"):
+            require(0 <= getattr(self, key) <= 1, key, getattr(self, key), "a probability in [0, 1]")
+        require(not self.mixes or self.batch_size % 2 == 0, "batch_size", self.batch_size,
+                "an even number with mixup / cutmix (timm mixes each batch with itself reversed)")  # fmt: skip
+        require(0 < self.layer_decay <= 1, "layer_decay", self.layer_decay, "in (0, 1] (1: no decay)")
+        require(0 <= self.drop_path < 1, "drop_path", self.drop_path, "in [0, 1)")
+        require(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay", self.ema_decay, "null or in (0, 1)")
         require(self.num_epochs >= 1, "num_epochs", self.num_epochs, "an int >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "an int >= 1")
         require(self.resolution is None or self.resolution >= 1, "resolution", self.resolution, "null or pixels >= 1")
@@ -269,6 +312,9 @@ class ClassifierConfig:
     num_heads: int | None = None  # default: the encoder's
     num_probe_blocks: int = 1
     blocks_on_queries: bool = False  # V-JEPA 1's order for blocks after the first (it only matters for depth > 1)
+    # attentive: the cross-attention probe; linear: mean of the tokens -> LayerNorm -> linear (MAE's fine-tuning
+    # head), where num_heads, num_probe_blocks and blocks_on_queries mean nothing.
+    head: Literal["attentive", "linear"] = "attentive"
 
     def __post_init__(self) -> None:
         require(self.num_heads is None or self.num_heads >= 1, "num_heads", self.num_heads,
@@ -345,10 +391,12 @@ class EvalPredictorConfig:
 
 
 @dataclass(kw_only=True)
-class EvalConfig:
-    """A whole frozen evaluation."""
+class EvalConfigBase:
+    """What every eval config has (each eval's config adds its own ``data`` and ``optimization``): where outputs
+    go, the jobs, the frozen encoder, the probe, how its tokens are formed, and ``val_only``; the checks that
+    concern them together (resolutions, patch size, probe heads)."""
 
-    eval_name: Literal["video_classification_frozen", "image_classification_frozen"]
+    eval_name: str
     tag: str | None = None
     resume_checkpoint: bool = False
     folder: str | None = None  # outputs; default <pretrain.folder or runs>/<eval_name>/<tag>
@@ -356,33 +404,19 @@ class EvalConfig:
     tasks_per_node: int = 1
     cpus_per_task: int | None = None
     mem_per_gpu: str | None = None
-    data: EvalDataConfig = field(default_factory=EvalDataConfig)
-    optimization: EvalOptimConfig = field(default_factory=EvalOptimConfig)
+    data: EvalDataBase
+    optimization: EvalOptimConfig
     pretrain: EvalPretrainConfig = field(default_factory=EvalPretrainConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    data_aug: EvalAugConfig = field(default_factory=EvalAugConfig)
     wrapper: WrapperConfig = field(default_factory=WrapperConfig)
-    predictor: EvalPredictorConfig | None = None  # read by the action anticipation eval only
     module_name: str | None = None  # V-JEPA 2's wrapper module (MODULE_NAMES); checked against eval_name
     # Evaluate saved probes once, without training (V-JEPA 2's inference configs): from probe_checkpoint, or from
     # the output folder's latest (ours, <write_tag>-latest.pth.tar, or the official latest.pt).
     val_only: bool = False
     probe_checkpoint: str | None = None  # val_only: the probe file (relative to the output folder unless absolute)
 
-    @property
-    def is_video(self) -> bool:
-        return self.eval_name == "video_classification_frozen"
-
     def __post_init__(self) -> None:
         check_module_name(self.eval_name, self.module_name, self.wrapper.out_layers)
-        check_out_layers(self.wrapper.out_layers, self.pretrain.size["depth"])
-        if self.predictor is not None:
-            warn_unused("predictor", f"{self.eval_name} runs the encoder only (a predictor is read by "
-                        "action_anticipation_frozen)")  # fmt: skip
-        for key in sorted(set_fields(self.wrapper) & {"no_predictor", "num_output_frames", "num_steps"}):
-            warn_unused(f"wrapper.{key}", "action_anticipation_frozen only")
-        if self.is_video and self.wrapper.img_as_video_nframes is not None:
-            warn_unused("wrapper.img_as_video_nframes", "an image key; video clips keep data.frames_per_clip frames")
         if self.probe_checkpoint is not None and not self.val_only:
             warn_unused("probe_checkpoint", "read with val_only: true (training resumes from latest)")
         require(self.nodes >= 1, "nodes", self.nodes, "an int >= 1")
@@ -398,6 +432,104 @@ class EvalConfig:
         if width is not None and heads is not None and width % heads:
             which = "classifier.num_heads" if self.classifier.num_heads else "pretrain.num_heads"
             raise ConfigError(f"{which} {heads} does not divide the encoder width {width} (the probe's width)")
+        if self.resume_checkpoint is None:
+            self.resume_checkpoint = False
+
+    @property
+    def resolution(self) -> int:
+        """The crop size: ``data.resolution`` or ``optimization.resolution`` (224 when neither is set)."""
+        return self.data.resolution or self.optimization.resolution or 224
+
+    def encoder_spec(self) -> EncoderSpec:
+        """The frozen encoder ``pretrain`` describes, at the eval's resolution, over ``pretrain.frames_per_clip``
+        frames. ``num_heads`` may be None (left to the checkpoint's stored config); the schema has no key for a
+        custom size's MLP ratio, input channels, qkv bias or norm eps, so they are the factories' (4, 3, True,
+        1e-6) unless a stored config gives them."""
+        p = self.pretrain
+        size = {} if p.model_name else dict(embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads)
+        return EncoderSpec.of(
+            p.model_name,
+            **size,
+            img_size=self.resolution,
+            patch_size=p.patch_size,
+            num_frames=p.frames_per_clip,
+            tubelet_size=p.tubelet_size,
+            uniform_power=p.uniform_power,
+            use_rope=p.use_rope,
+            use_sdpa=p.use_sdpa,
+            use_silu=p.use_silu,
+            wide_silu=p.wide_silu,
+            drop_path_rate=self.optimization.drop_path,
+        )
+
+    def checkpoint_model(self) -> EncoderSpec | ModelSpec:
+        """What a pretrained checkpoint must have been trained as for this eval (compared with the config it stores,
+        :func:`checkpoint_disagreements`): the encoder of :meth:`encoder_spec`."""
+        return self.encoder_spec()
+
+    @property
+    def output_folder(self) -> Path:
+        base = Path(self.folder) if self.folder else Path(self.pretrain.folder or "runs") / self.eval_name
+        return base / self.tag if self.tag else base
+
+    def probe_checkpoint_paths(self) -> list[Path]:
+        """Where ``val_only`` reads the probes, in order: ``probe_checkpoint`` (relative to the output folder
+        unless absolute) when set; else the output folder's ``<write_tag>-latest.pth.tar`` (ours), then
+        ``latest.pt`` (the official V-JEPA 2 name: ``<folder>/<eval_name>/<tag>/latest.pt``)."""
+        if self.probe_checkpoint is not None:
+            path = Path(self.probe_checkpoint)
+            return [path if path.is_absolute() else self.output_folder / path]
+        return [self.output_folder / f"{self.pretrain.write_tag}-latest.pth.tar", self.output_folder / "latest.pt"]
+
+    def find_probe_checkpoint(self) -> Path:
+        """The probe file ``val_only`` evaluates (:meth:`probe_checkpoint_paths`); FileNotFoundError naming every
+        place looked at when there is none (never an evaluation of untrained probes)."""
+        paths = self.probe_checkpoint_paths()
+        for path in paths:
+            if path.is_file():
+                return path
+        key = "probe_checkpoint" if self.probe_checkpoint is not None else "val_only"
+        raise FileNotFoundError(f"{key}: no probe checkpoint to evaluate: {' nor '.join(map(str, paths))} exists")
+
+
+@dataclass(kw_only=True)
+class EvalConfig(EvalConfigBase):
+    """A whole classification evaluation (video or images): probes on a frozen encoder, or (``*_finetune``) the
+    encoder fine-tuned with its head."""
+
+    eval_name: Literal[
+        "video_classification_frozen", "image_classification_frozen", "video_classification_finetune",
+        "image_classification_finetune",
+    ]  # fmt: skip
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    optimization: EvalOptimConfig = field(default_factory=EvalOptimConfig)
+    data_aug: EvalAugConfig = field(default_factory=EvalAugConfig)
+    predictor: EvalPredictorConfig | None = None  # read by the action anticipation eval only
+
+    @property
+    def is_video(self) -> bool:
+        return self.eval_name.startswith("video_")
+
+    @property
+    def finetune(self) -> bool:
+        """Whether the encoder is trained with the head (``*_finetune``), not frozen."""
+        return self.eval_name.endswith("_finetune")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_out_layers(self.wrapper.out_layers, self.pretrain.size["depth"])
+        self._check_finetune()
+        if self.classifier.head == "linear":
+            for key in sorted(set_fields(self.classifier) & {"num_heads", "num_probe_blocks", "blocks_on_queries"}):
+                warn_unused(f"classifier.{key}", "the linear head has no attention")
+        if self.predictor is not None:
+            warn_unused("predictor", f"{self.eval_name} runs the encoder only (a predictor is read by "
+                        "action_anticipation_frozen)")  # fmt: skip
+        for key in sorted(set_fields(self.wrapper) & {"no_predictor", "num_output_frames", "num_steps"}):
+            warn_unused(f"wrapper.{key}", "action_anticipation_frozen only")
+        if self.is_video and self.wrapper.img_as_video_nframes is not None:
+            warn_unused("wrapper.img_as_video_nframes", "an image key; video clips keep data.frames_per_clip frames")
+        d, p = self.data, self.pretrain
         if self.is_video:
             if d.dataset_type.lower() == "videodataset":
                 for key in ("dataset_train", "dataset_val", "num_classes"):
@@ -415,8 +547,20 @@ class EvalConfig:
                     if getattr(d, key) is None:
                         raise ConfigError(f"data.{key} is required for an {d.dataset_name} evaluation")
         self._check_unused_keys()
-        if self.resume_checkpoint is None:
-            self.resume_checkpoint = False
+
+    def _check_finetune(self) -> None:
+        opt = self.optimization
+        if not self.finetune:
+            for key in sorted(k for k, default in FINETUNE_KEYS.items() if getattr(opt, k) != default):
+                raise ConfigError(f"optimization.{key}: fine-tuning only (eval_name *_finetune); {self.eval_name} "
+                                  "keeps the encoder frozen")  # fmt: skip
+            return
+        if len(opt.probes) != 1:
+            raise ConfigError(f"optimization.multihead_kwargs: fine-tuning trains one encoder with one head, got "
+                              f"{len(opt.probes)} sets of hyper-parameters")  # fmt: skip
+        if opt.cache_val_features is True:
+            raise ConfigError("optimization.cache_val_features: true, but a fine-tuned encoder's features change "
+                              "every epoch")  # fmt: skip
 
     def _check_unused_keys(self) -> None:
         """Data keys of the other modality or data set: an error where they contradict the chosen data (CSVs
@@ -458,57 +602,8 @@ class EvalConfig:
             warn_unused(f"data.{key}", unused[key])
 
     @property
-    def resolution(self) -> int:
-        """The crop size: ``data.resolution`` or ``optimization.resolution`` (224 when neither is set)."""
-        return self.data.resolution or self.optimization.resolution or 224
-
-    @property
     def frame_step(self) -> int:
         return self.data.frame_step or self.pretrain.frame_step or 4
-
-    def encoder_spec(self) -> EncoderSpec:
-        """The frozen encoder ``pretrain`` describes, at the eval's resolution. ``num_heads`` may be None (left to
-        the checkpoint's stored config); the schema has no key for a custom size's MLP ratio, input channels, qkv
-        bias or norm eps, so they are the factories' (4, 3, True, 1e-6) unless a stored config gives them."""
-        p = self.pretrain
-        size = {} if p.model_name else dict(embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads)
-        return EncoderSpec.of(
-            p.model_name,
-            **size,
-            img_size=self.resolution,
-            patch_size=p.patch_size,
-            num_frames=p.frames_per_clip,
-            tubelet_size=p.tubelet_size,
-            uniform_power=p.uniform_power,
-            use_rope=p.use_rope,
-            use_sdpa=p.use_sdpa,
-            use_silu=p.use_silu,
-            wide_silu=p.wide_silu,
-        )
-
-    @property
-    def output_folder(self) -> Path:
-        base = Path(self.folder) if self.folder else Path(self.pretrain.folder or "runs") / self.eval_name
-        return base / self.tag if self.tag else base
-
-    def probe_checkpoint_paths(self) -> list[Path]:
-        """Where ``val_only`` reads the probes, in order: ``probe_checkpoint`` (relative to the output folder
-        unless absolute) when set; else the output folder's ``<write_tag>-latest.pth.tar`` (ours), then
-        ``latest.pt`` (the official V-JEPA 2 name: ``<folder>/<eval_name>/<tag>/latest.pt``)."""
-        if self.probe_checkpoint is not None:
-            path = Path(self.probe_checkpoint)
-            return [path if path.is_absolute() else self.output_folder / path]
-        return [self.output_folder / f"{self.pretrain.write_tag}-latest.pth.tar", self.output_folder / "latest.pt"]
-
-    def find_probe_checkpoint(self) -> Path:
-        """The probe file ``val_only`` evaluates (:meth:`probe_checkpoint_paths`); FileNotFoundError naming every
-        place looked at when there is none."""
-        paths = self.probe_checkpoint_paths()
-        for path in paths:
-            if path.is_file():
-                return path
-        key = "probe_checkpoint" if self.probe_checkpoint is not None else "val_only"
-        raise FileNotFoundError(f"{key}: no probe checkpoint to evaluate: {' nor '.join(map(str, paths))} exists")
 
 
 def check_module_name(eval_name: str, module_name: str | None, out_layers: list[int] | None) -> None:
@@ -542,14 +637,20 @@ EVAL_ARCHITECTURE_KEYS = tuple(k for k in ARCHITECTURE_KEYS if k not in _UNSTATE
 _EVAL_KEY_NAMES = {"num_frames": "frames_per_clip"}
 
 
-def checkpoint_disagreements(cfg: EvalConfig, stored: ModelSpec | EncoderSpec, path: str | Path) -> list[str]:
-    """Where ``cfg.pretrain`` describes another encoder than the one checkpoint ``path`` was trained as
-    (``stored``: the spec of its stored config), one message per key naming both values; empty when they agree."""
+def checkpoint_disagreements(cfg: EvalConfigBase, stored: ModelSpec | EncoderSpec, path: str | Path) -> list[str]:
+    """Where ``cfg`` describes another model than the one checkpoint ``path`` was trained as (``stored``: the spec
+    of its stored config; :meth:`EvalConfigBase.checkpoint_model`), one message per key naming both values; empty
+    when they agree."""
     return [
-        f"pretrain.{_EVAL_KEY_NAMES.get(d.key, d.key)}: got {d.config!r}, but the checkpoint {path} was trained with "
-        f"{d.checkpoint!r} (its stored config)"
-        for d in spec_differences(stored, cfg.encoder_spec(), EVAL_ARCHITECTURE_KEYS)
+        f"{_eval_key(d.key)}: got {d.config!r}, but the checkpoint {path} was trained with {d.checkpoint!r} (its "
+        "stored config)"
+        for d in spec_differences(stored, cfg.checkpoint_model(), EVAL_ARCHITECTURE_KEYS)
     ]
+
+
+def _eval_key(key: str) -> str:
+    """The eval config's key of a spec key: ``pretrain.<key>`` for the encoder's, ``predictor.<key>`` as is."""
+    return key if key.startswith("predictor.") else f"pretrain.{_EVAL_KEY_NAMES.get(key, key)}"
 
 
 # How a V-JEPA 2 eval file (``experiment`` + ``model_kwargs``) maps onto this schema. Sections: every key of the

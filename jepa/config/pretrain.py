@@ -56,6 +56,8 @@ class DataConfig:
     root_path: str | None = None  # ImageFolder: root_path / image_folder / train; moving_digits: where clips go
     image_folder: str | None = None
     datasets: list[str] = field(default_factory=list)  # video annotation CSVs
+    # Labelled held-out annotation CSVs for the online probe (meta.eval_freq) of a VideoDataset run.
+    val_datasets: list[str] | None = None
     datasets_weights: list[float] | None = None
     batch_size: int = 64  # per device
     crop_size: int = 224
@@ -326,10 +328,32 @@ class LossConfig:
     loss_exp: float = 1.0
     reg_coeff: float = 0.0  # V-JEPA's hinge on the predictions' spread across tokens
     center_targets: bool = False  # subtract the batch mean at each grid position from the targets
+    # SIGReg (LeJEPA, jepa.training.sigreg) on the context encoder's embeddings: weight (0: off), on the per-sample
+    # mean-pooled embedding or on every token, random directions per step.
+    sigreg_weight: float = 0.0
+    sigreg_on: Literal["pooled", "tokens"] = "pooled"
+    sigreg_directions: int = 256
+    # Regression targets: the EMA target encoder (ema), the online encoder without gradient (online_stopgrad: EMA
+    # momentum 0), or the online encoder with gradient (online: no teacher at all, as LeJEPA argues SIGReg allows).
+    target: Literal["ema", "online_stopgrad", "online"] = "ema"
+    # app lejepa: the one trade-off of its loss, (1 - lejepa_lambda) * prediction + lejepa_lambda * SIGReg.
+    lejepa_lambda: float = 0.05
 
     def __post_init__(self) -> None:
+        require(0 <= self.lejepa_lambda <= 1, "lejepa_lambda", self.lejepa_lambda, "a weight in [0, 1]")
         require(self.loss_exp > 0, "loss_exp", self.loss_exp, "> 0 (the loss is |z - h| ** loss_exp / loss_exp)")
         require(self.reg_coeff >= 0, "reg_coeff", self.reg_coeff, ">= 0")
+        require(self.sigreg_weight >= 0, "sigreg_weight", self.sigreg_weight, ">= 0 (0: no SIGReg)")
+        require(self.sigreg_directions >= 1, "sigreg_directions", self.sigreg_directions, "an int >= 1")
+        changed = set_fields(self)
+        if self.sigreg_weight == 0:
+            for key in sorted(changed & {"sigreg_on", "sigreg_directions"}):
+                warn_unused(f"loss.{key}", "loss.sigreg_weight is 0, so SIGReg is off")
+        if self.target == "online" and self.sigreg_weight == 0 and self.reg_coeff == 0:
+            logger.warning(
+                "loss.target: online regresses the online encoder onto itself with no anti-collapse term "
+                "(loss.sigreg_weight and loss.reg_coeff are 0): expect a collapse"
+            )
 
 
 @dataclass(kw_only=True)
@@ -344,7 +368,12 @@ class MetaConfig:
     use_sdpa: bool = True
     log_freq: int = 10  # steps between log lines / CSV rows
     checkpoint_freq: int = 1  # epochs between checkpoints (the last epoch is always saved)
-    eval_freq: int = ignored(100, "the official code never reads it either")
+    # Epochs between online k-NN probes of the target encoder on a labelled held-out split (jepa.training.
+    # online_probe); null: none. The official files' value (100) is kept; it probes only where such a split exists.
+    eval_freq: int | None = None
+    # Warn (once, with the step) when the effective rank of the pooled target features falls below this share of
+    # the width: dimensional collapse, which feat_std does not show. 0 disables the warning.
+    collapse_warn_rank: float = 0.25
     copy_data: bool = ignored(False, "data is read in place")
     # Continue pretraining from released weights or another run's (encoder, predictor, target encoder) with a fresh
     # optimizer, schedules from step 0 and this run's own folder (jepa.training.warm_start).
@@ -359,6 +388,10 @@ class MetaConfig:
                 "null or a path")  # fmt: skip
         require(self.log_freq >= 1, "log_freq", self.log_freq, "steps >= 1")
         require(self.checkpoint_freq >= 1, "checkpoint_freq", self.checkpoint_freq, "epochs >= 1")
+        require(self.eval_freq is None or self.eval_freq >= 1, "eval_freq", self.eval_freq,
+                "null (no online probe) or epochs >= 1")  # fmt: skip
+        require(0 <= self.collapse_warn_rank < 1, "collapse_warn_rank", self.collapse_warn_rank,
+                "a share of the width in [0, 1) (0: no warning)")  # fmt: skip
         require(self.read_checkpoint != "", "read_checkpoint", self.read_checkpoint, "null or a path")
 
 
@@ -502,10 +535,41 @@ def model_spec_from_config_dict(config: Mapping[str, Any]) -> ModelSpec:
 
 
 @dataclass(kw_only=True)
-class PretrainConfig:
-    """A whole pretraining run. ``app`` picks the modality: ``ijepa`` (images) or ``vjepa`` (video)."""
+class LeJEPAConfig:
+    """LeJEPA's multi-view recipe (``app: lejepa``, :mod:`jepa.training.lejepa`): the views of each image and the
+    projector head. The global views are ``data.crop_size`` crops of area ``data.crop_scale``, the local ones
+    ``local_crop_size`` crops of area ``local_crop_scale`` (the paper: 2 x 224 px at 0.3-1 and 6 x 98 px at
+    0.05-0.3); the loss's trade-off is ``loss.lejepa_lambda``."""
 
-    app: Literal["ijepa", "vjepa"] = "vjepa"
+    global_views: int = 2
+    local_views: int = 6
+    local_crop_size: int = 96
+    local_crop_scale: Pair = (0.05, 0.3)
+    # Hidden widths then the output width of the MLP on the mean-pooled encoder tokens (the paper: 2048, 2048, 128).
+    projector_dims: list[int] = field(default_factory=lambda: [2048, 2048, 128])
+    projector_norm: Literal["batch_norm", "layer_norm", "none"] = "batch_norm"  # the paper's: batch_norm
+    sigreg_directions: int = 256  # random directions of SIGReg per step (loss.sigreg_directions is the JEPA term's)
+
+    def __post_init__(self) -> None:
+        require(self.global_views >= 1, "global_views", self.global_views, _INT_MIN)
+        require(self.local_views >= 0, "local_views", self.local_views, "an int >= 0 (0: global views only)")
+        require(self.local_crop_size >= 1, "local_crop_size", self.local_crop_size, _INT_MIN)
+        require(self.sigreg_directions >= 1, "sigreg_directions", self.sigreg_directions, _INT_MIN)
+        check_range("local_crop_scale", self.local_crop_scale, 0.0, 1.0, lo_open=True)
+        require(len(self.projector_dims) >= 1 and all(d >= 1 for d in self.projector_dims), "projector_dims",
+                self.projector_dims, "a list of widths >= 1 (hidden widths, then the output width)")  # fmt: skip
+        if self.global_views == 1 and self.local_views == 0:
+            raise ConfigError(
+                "global_views 1 and local_views 0: one view per image leaves nothing to predict; add views"
+            )
+
+
+@dataclass(kw_only=True)
+class PretrainConfig:
+    """A whole pretraining run. ``app`` picks the modality and objective: ``ijepa`` (images), ``vjepa`` (video) or
+    ``lejepa`` (LeJEPA's multi-view recipe on images, its keys in ``lejepa`` and ``loss.lejepa_lambda``)."""
+
+    app: Literal["ijepa", "vjepa", "lejepa"] = "vjepa"
     nodes: int = 1
     tasks_per_node: int = 1
     # Slurm resources of each task (app.main_distributed; its --cpus-per-task / --mem-per-gpu win when given).
@@ -519,6 +583,7 @@ class PretrainConfig:
     meta: MetaConfig = field(default_factory=MetaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    lejepa: LeJEPAConfig = field(default_factory=LeJEPAConfig)
 
     @property
     def is_video(self) -> bool:
@@ -591,6 +656,46 @@ class PretrainConfig:
                 "the two"
             )
         self._check_unused_keys()
+        self._check_lejepa()
+
+    def _check_lejepa(self) -> None:
+        """``app: lejepa``: local crops on the token grid, and no key of the mask-based objectives that would
+        contradict it (an error) or that it would ignore (a warning); elsewhere, the LeJEPA keys are unused."""
+        lj, loss, changed_loss = self.lejepa, self.loss, set_fields(self.loss)
+        if self.app != "lejepa":
+            for key in sorted(set_fields(lj)):
+                warn_unused(f"lejepa.{key}", f"only app lejepa reads it, this is app {self.app}")
+            if "lejepa_lambda" in changed_loss:
+                warn_unused("loss.lejepa_lambda", f"only app lejepa reads it, this is app {self.app}")
+            return
+        d = self.data
+        if lj.local_crop_size % d.patch_size or lj.local_crop_size > d.crop_size:
+            raise ConfigError(
+                f"lejepa.local_crop_size: got {lj.local_crop_size}, expected a multiple of data.patch_size "
+                f"{d.patch_size} at most data.crop_size {d.crop_size} (the global views' size)"
+            )
+        if loss.sigreg_weight > 0:
+            raise ConfigError(
+                f"loss.sigreg_weight is {loss.sigreg_weight}, but app lejepa weighs SIGReg by loss.lejepa_lambda "
+                "(its one trade-off): remove loss.sigreg_weight"
+            )
+        for key, value in (("meta.pretrained_checkpoint", self.meta.pretrained_checkpoint),
+                           ("optimization.is_anneal", self.optimization.is_anneal)):  # fmt: skip
+            if value:
+                raise ConfigError(
+                    f"{key}: got {value!r}, but app lejepa starts from scratch or resumes its own run for now (its "
+                    "predictor entry holds a projector head)"
+                )
+        reason = "app lejepa's loss is (1 - loss.lejepa_lambda) * prediction + loss.lejepa_lambda * SIGReg"
+        for key in sorted(changed_loss & {"loss_type", "reg_coeff", "center_targets", "sigreg_on", "target"}):
+            warn_unused(f"loss.{key}", reason)
+        if "ema" in set_fields(self.optimization):
+            warn_unused("optimization.ema", "app lejepa has no EMA teacher (the target encoder copies the encoder)")
+        assert isinstance(self.mask, ImageMaskConfig)  # not a video app (checked above)
+        for key in sorted(set_fields(self.mask)):
+            warn_unused(f"mask.{key}", "app lejepa encodes whole views, without masks")
+        for key in sorted(set_fields(self.model) & {"pred_depth", "pred_embed_dim", "pred_num_heads"}):
+            warn_unused(f"model.{key}", "app lejepa has a projector head (lejepa.projector_dims), no predictor")
 
     def _check_unused_keys(self) -> None:
         """Keys set for another path than the one ``app`` and ``data.dataset_type`` pick: an error where they
@@ -621,7 +726,7 @@ class PretrainConfig:
         else:
             if d.datasets or d.datasets_weights is not None:
                 raise ConfigError(
-                    "data.datasets lists video annotation CSVs, but app ijepa reads images "
+                    f"data.datasets lists video annotation CSVs, but app {self.app} reads images "
                     f"(dataset_type {d.dataset_type}): set app: vjepa or remove data.datasets"
                 )
             if kind in BUILTIN_IMAGES:
@@ -633,12 +738,12 @@ class PretrainConfig:
                         )
             elif d.root_path is None:
                 raise ConfigError(f"data.root_path: required for dataset_type {d.dataset_type} (the image folder)")
-            reason = "a video key; app ijepa trains on single images"
+            reason = f"a video key; app {self.app} trains on single images"
             video_keys = ("num_frames", "tubelet_size", "sampling_rate", "fps", "num_clips", "clip_duration",
                           "dataset_fpcs", "filter_short_videos", "decoder")  # fmt: skip
             unused = dict.fromkeys(video_keys, reason)
             for key in sorted(set_fields(self.data_aug)):
-                warn_unused(f"data_aug.{key}", "video augmentation; app ijepa's switches are data.use_* keys")
+                warn_unused(f"data_aug.{key}", f"video augmentation; app {self.app}'s switches are data.use_* keys")
         for key in sorted(changed & set(unused)):
             warn_unused(f"data.{key}", unused[key])
         loss = self.loss

@@ -2,7 +2,7 @@
 batch feeds the JEPA module, the loss and the schedules. ``app.pretrain`` wires them into its trainer; the
 benchmarks use them directly."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +15,7 @@ from jepa.data.sampling import MapDataset
 from jepa.masks.collate import MaskCollator
 from jepa.models import VisionTransformer, VisionTransformerPredictor
 from jepa.models.builder import build_models_from_spec
+from jepa.training.lejepa import LeJEPA, Projector, multiview_groups
 from jepa.training.meta_arch import ClipGroup, MaskSet
 from jepa.training.schedules import Schedules
 from jepa.video.masks import LengthGroup, MultiLengthMaskCollator
@@ -31,19 +32,35 @@ def build_models(cfg: PretrainConfig) -> tuple[VisionTransformer, VisionTransfor
     return build_models_from_spec(cfg.model_spec())
 
 
+def build_lejepa(cfg: PretrainConfig, encoder: VisionTransformer) -> LeJEPA:
+    """``app: lejepa``: ``encoder`` with the projector head and the loss of ``cfg.lejepa`` / ``cfg.loss``."""
+    lj = cfg.lejepa
+    return LeJEPA(
+        encoder,
+        Projector(encoder.embed_dim, lj.projector_dims, lj.projector_norm),
+        global_views=lj.global_views,
+        local_views=lj.local_views,
+        lejepa_lambda=cfg.loss.lejepa_lambda,
+        sigreg_directions=lj.sigreg_directions,
+        seed=cfg.meta.seed,
+    )
+
+
 def build_dataset_and_collator(
     cfg: PretrainConfig, seed: int, *, moving_digits_videos: int = MOVING_DIGITS_VIDEOS
 ) -> tuple[MapDataset, Collator]:
     """The training set (samples end with their index) and the mask collator of the config's modality (with clips
     of several lengths, ``data.dataset_fpcs``, a :class:`MultiLengthMaskCollator`); ``moving_digits_videos``: the
-    clips a ``moving_digits`` data set generates (see :func:`video_annotation_files`)."""
+    clips a ``moving_digits`` data set generates (see :func:`video_annotation_files`). ``app: lejepa``: each sample
+    is its multi-crop views (:mod:`jepa.image.multiview`)."""
+    if cfg.app == "lejepa":
+        return _multiview_data(cfg, seed)
     if cfg.is_video:
         return _video_data(cfg, seed, moving_digits_videos)
     return _image_data(cfg, seed)
 
 
 def _image_data(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, MaskCollator]:
-    from jepa.image.datasets import make_image_dataset
     from jepa.image.masks import MultiblockMaskCollator2D
     from jepa.image.transforms import make_pretrain_transforms
 
@@ -56,7 +73,37 @@ def _image_data(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, MaskCollato
         color_jitter=d.color_jitter_strength,
         gaussian_blur=d.use_gaussian_blur,
     )
-    dataset = make_image_dataset(
+    assert isinstance(cfg.mask, ImageMaskConfig)  # an ijepa config holds one mask mapping (PretrainConfig checks it)
+    collator = MultiblockMaskCollator2D(cfg.mask, input_size=d.crop_size, patch_size=d.patch_size, seed=seed)
+    return _image_dataset(cfg, seed, transform), collator
+
+
+def _multiview_data(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, MaskCollator]:
+    from jepa.image.multiview import MultiViewCollator, MultiViewTransform
+
+    d, lj = cfg.data, cfg.lejepa
+    transform = MultiViewTransform(
+        global_views=lj.global_views,
+        local_views=lj.local_views,
+        crop_size=d.crop_size,
+        crop_scale=d.crop_scale,
+        local_crop_size=lj.local_crop_size,
+        local_crop_scale=lj.local_crop_scale,
+        horizontal_flip=d.use_horizontal_flip,
+        color_distortion=d.use_color_distortion,
+        color_jitter=d.color_jitter_strength,
+        gaussian_blur=d.use_gaussian_blur,
+    )
+    sizes = [d.crop_size] + ([lj.local_crop_size] if lj.local_views else [])
+    return _image_dataset(cfg, seed, transform), MultiViewCollator(sizes, d.patch_size, seed=seed)
+
+
+def _image_dataset(cfg: PretrainConfig, seed: int, transform: Callable[[Any], object]) -> MapDataset:
+    """The config's training images, each passed through ``transform`` (a crop, or all of a sample's views)."""
+    from jepa.image.datasets import make_image_dataset
+
+    d = cfg.data
+    return make_image_dataset(
         d.dataset_type,
         root_path=d.root_path,
         image_folder=d.image_folder,
@@ -67,9 +114,6 @@ def _image_data(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, MaskCollato
         on_error="random",  # a random stand-in, not the neighbour, which would get double weight
         max_bad_fraction=d.max_bad_fraction,
     )
-    assert isinstance(cfg.mask, ImageMaskConfig)  # an ijepa config holds one mask mapping (PretrainConfig checks it)
-    collator = MultiblockMaskCollator2D(cfg.mask, input_size=d.crop_size, patch_size=d.patch_size, seed=seed)
-    return dataset, collator
 
 
 def video_annotation_files(
@@ -165,8 +209,11 @@ def clip_groups(cfg: PretrainConfig, batch: Any, device: torch.device | str = "c
     """A loader batch as the JEPA module takes it, on ``device``: one :class:`ClipGroup` per clip length.
 
     ``batch`` is what the config's collator returns: ``((x, labels, seeds), masks_enc, masks_pred)``, or with
-    several clip lengths a list of :class:`LengthGroup`.
+    several clip lengths a list of :class:`LengthGroup`; for ``app: lejepa`` one group per view kind
+    (:func:`jepa.training.lejepa.multiview_groups`).
     """
+    if cfg.app == "lejepa":
+        return multiview_groups(batch, device)
     parts: Sequence[tuple[int, Any, list[Tensor], list[Tensor]]]
     if isinstance(batch, list) and all(isinstance(g, LengthGroup) for g in batch):
         parts = batch

@@ -34,16 +34,39 @@ def spread_regulariser(preds: Sequence[Tensor], eps: float = 1e-4) -> Tensor:
 
 
 @torch.no_grad()
-def collapse_stats(features: Tensor) -> dict[str, float]:
+def collapse_stats(features: Tensor, sigreg_directions: int = 64) -> dict[str, float]:
     """Signals of representation collapse from per-sample features ``[B, D]`` (e.g. mean-pooled tokens).
 
     ``feat_std``: std across the batch, averaged over channels (near 0 when every input maps to the same point).
     ``eff_rank``: exp of the entropy of the normalised singular values of the centred features (1 when all
-    variance lies along one direction, up to min(B, D) when spread evenly).
+    variance lies along one direction, up to min(B, D) when spread evenly); ``eff_rank_rel`` the same over the
+    width D (dimensional collapse shows as a small share even when ``feat_std`` looks healthy).
+    ``sigreg``: the SIGReg statistic (:mod:`jepa.training.sigreg`) of the features centred and scaled to unit mean
+    variance, so it measures their shape (about 1 for an isotropic Gaussian cloud, growing with anisotropy), not
+    their scale; directions drawn from a fixed seed, so values are comparable across steps.
     """
+    from jepa.training.sigreg import SIGReg
+
     f = features.float()
     std = f.std(dim=0).mean().item() if f.shape[0] > 1 else 0.0
-    s = torch.linalg.svdvals(f - f.mean(dim=0, keepdim=True))
+    centred = f - f.mean(dim=0, keepdim=True)
+    s = torch.linalg.svdvals(centred)
     p = s / s.sum().clamp_min(1e-12)
     entropy = -(p * p.clamp_min(1e-12).log()).sum()
-    return {"feat_std": std, "eff_rank": float(entropy.exp())}
+    eff_rank = float(entropy.exp())
+    scale = centred.pow(2).mean().sqrt().clamp_min(1e-12)
+    sigreg = float(SIGReg(sigreg_directions)(centred / scale, step=0)) if f.shape[0] > 1 else float("nan")
+    return {"feat_std": std, "eff_rank": eff_rank, "eff_rank_rel": eff_rank / f.shape[1], "sigreg": sigreg}
+
+
+@torch.no_grad()
+def position_share(tokens: Tensor) -> Tensor:
+    """The share of the variance of tokens ``[B, N, D]`` (around their overall mean) that the token's position
+    alone explains: ``B * sum_n |mean_b h[b, n] - mean h|^2 / sum_{b, n} |h[b, n] - mean h|^2``, in [0, 1]. Near 1:
+    every sample's token at a position is nearly the same (features that encode where, not what)."""
+    h = tokens.float()
+    overall = h.mean(dim=(0, 1), keepdim=True)
+    total = (h - overall).pow(2).sum()
+    per_position = h.mean(dim=0, keepdim=True)
+    explained = h.shape[0] * (per_position - overall).pow(2).sum()
+    return explained / total.clamp_min(1e-12)

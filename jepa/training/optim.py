@@ -44,9 +44,10 @@ def make_adamw(
 
 
 def set_hyperparams(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
-    """Set the LR on every group and the weight decay on the groups that are not ``WD_exclude``."""
+    """Set the LR on every group (times its ``lr_scale``, timm's key for layer-wise decay; 1 when absent) and the
+    weight decay on the groups that are not ``WD_exclude``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
         if not group.get("WD_exclude", False):
             group["weight_decay"] = weight_decay
 
