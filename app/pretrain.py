@@ -549,10 +549,11 @@ class Pretrainer:
         self._warned_rank = True
         logger.warning(
             "step %d: dimensional collapse: the effective rank of the pooled target features is %.1f, %.1f%% of "
-            "the width (below meta.collapse_warn_rank = %.0f%%; batch of %d); feat_std %.3f. Consider "
-            "loss.sigreg_weight > 0 (SIGReg) or a longer warmup / smaller lr",
+            "the width (below meta.collapse_warn_rank = %.0f%%; batch of %d); feat_std %.3f. Consider %s",
             self.step, stats["eff_rank"], 100 * stats["eff_rank_rel"], 100 * fraction,
             self.global_batch, stats["feat_std"],
+            "a larger loss.lejepa_lambda" if self.cfg.app == "lejepa"
+            else "loss.sigreg_weight > 0 (SIGReg) or a longer warmup / smaller lr",
         )  # fmt: skip
 
     def _write_params(self, resumed: bool) -> None:

@@ -1,10 +1,11 @@
 """A cheap online k-NN probe during pretraining (``meta.eval_freq``), so a run's learning curve is a number.
 
 Every ``meta.eval_freq`` epochs (and at the last one) rank 0 encodes a fixed subset of a labelled train split and
-of a held-out labelled split with the target encoder, mean-pools the tokens, and scores a k-nearest-neighbour
-classifier (cosine similarity, majority vote of ``k`` neighbours, ties to the nearest): ``knn_acc`` on the held-out
-split, logged and appended to ``<folder>/<write_tag>_online_probe.csv``. The same encoder at initialisation is
-scored once at the start (``epoch 0``), the baseline the curve should leave.
+of a held-out labelled split with the target encoder, mean-pools the tokens, standardises them with the train
+split's per-channel mean and std, and scores a k-nearest-neighbour classifier (cosine similarity, majority vote of
+``k`` neighbours, ties to the nearest): ``knn_acc`` on the held-out split, logged and appended to
+``<folder>/<write_tag>_online_probe.csv``. The encoder at initialisation is scored once at the start
+(``epoch 0``), the baseline the curve should leave.
 
 Where the splits come from: images: the data set's ``train`` and ``val`` splits (an ImageFolder's ``train/`` and
 ``val/``, a built-in set's split); video: ``moving_digits`` generates a val split; a ``VideoDataset`` run probes its
@@ -134,6 +135,10 @@ class OnlineProbe:
             vx, vy = pooled_features(encoder, self.val, self.device)
         finally:
             encoder.train(was_training)
+        # Centred on the train mean and scaled per channel: pooled ViT features share a large common component
+        # (position table, final norm) that would otherwise dominate every cosine similarity.
+        mean, std = tx.mean(dim=0), tx.std(dim=0).clamp_min(1e-6)
+        tx, vx = (tx - mean) / std, (vx - mean) / std
         return {"knn_acc": knn_accuracy(tx, ty, vx, vy, self.k), "train_samples": len(ty), "val_samples": len(vy)}
 
 
