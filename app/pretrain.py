@@ -14,7 +14,9 @@ times larger batch. Only rank 0 writes checkpoints, the config and the CSV log.
 
 V-JEPA 2's clips of several lengths (``data.dataset_fpcs``) arrive as one group per length, each with its own masks
 (:class:`~jepa.video.masks.MultiLengthMaskCollator`); the step runs every group and averages the losses of every
-(group, mask config) pair, as the official step does. Such runs train in one process for now.
+(group, mask config) pair, as the official step does. With several processes the ranks group each global batch
+by length as one process does and take their rows of every group, and each rank's loss weights a group by the
+rank's share of it (:class:`~jepa.training.ddp.GlobalGroupMean`), so that they still train like one process.
 """
 
 import logging
@@ -53,7 +55,7 @@ from jepa.runtime.precision import resolve_dtype
 from jepa.training import builders
 from jepa.training.builders import build_models, clip_groups, loss_type_for, mask_token_indices, pretrain_schedules
 from jepa.training.builders import mask_sets as mask_sets  # re-exported: tests and scripts pair masks through it
-from jepa.training.ddp import wrap_ddp
+from jepa.training.ddp import GlobalGroupMean, wrap_ddp
 from jepa.training.lejepa import LeJEPA
 from jepa.training.losses import collapse_stats
 from jepa.training.meta_arch import JEPA, ClipGroup, JEPAOutput, MaskSet
@@ -203,9 +205,13 @@ class Pretrainer:
         # DDP averages the gradients of encoder and predictor (the target encoder has none); the target encoder
         # then moves identically on every rank, since every rank applies the same update to the same weights.
         # No buffer changes during training (no batch norm), so nothing to broadcast before each forward.
+        # Clips of several lengths on several ranks: a rank's losses weigh each length by its share of the global
+        # batch's clips of it, and a rank without clips of one length leaves that length's mask tokens unused.
+        by_length = self.world_size > 1 and cfg.app != "lejepa" and len(cfg.data.clip_lengths) > 1
         self.forward_model = wrap_ddp(
-            self.model, self.device, self.world_size, sync_buffers=False,
-            find_unused_parameters=builders.spare_mask_tokens(cfg) > 0,
+            GlobalGroupMean(self.model, cfg.data.clip_lengths) if by_length else self.model, self.device,
+            self.world_size, sync_buffers=False,
+            find_unused_parameters=builders.spare_mask_tokens(cfg) > 0 or by_length,
         )  # fmt: skip
         self.optimizer = make_adamw([self.model.encoder, self.model.predictor], betas=cfg.optimization.betas)
         self.dtype = resolve_dtype(cfg.meta.dtype, self.device)
@@ -245,15 +251,9 @@ class Pretrainer:
             batching = dict(dataset=SeededDataset(dataset), batch_size=batch, sampler=self.sampler, drop_last=True)
             batching["collate_fn"] = collator
         else:
-            if not isinstance(collator, MaskCollator):
-                # A rank loads only its rows of a global batch, so it cannot group the others' clips by length.
-                raise ConfigError(
-                    f"data.dataset_fpcs {self.cfg.data.dataset_fpcs}: clips of several lengths train in one process "
-                    f"only for now, this run has {self.world_size}; give every entry the same length"
-                )
             # Every rank walks the single-process sampler's global batches and loads its rows of each.
             batching = dict(
-                dataset=RankShardDataset(SeededDataset(dataset), self.rank, self.world_size),
+                dataset=self._rank_shards(dataset, collator),
                 # The samplers yield (index, seed) pairs, not the ints torch's stub expects.
                 batch_sampler=BatchSampler(self.sampler, self.global_batch, drop_last=True),  # type: ignore[arg-type]
                 collate_fn=RankShardCollator(collator, self.rank, self.world_size),
@@ -267,6 +267,30 @@ class Pretrainer:
             # or a run resumed mid-pass would diverge from the uninterrupted one.
             generator=torch.Generator().manual_seed(seed),
             worker_init_fn=_ignore_interrupts,
+        )
+
+    def _rank_shards(self, dataset: MapDataset, collator: builders.Collator) -> RankShardDataset:
+        """The loader's data set on this rank: its rows of each global batch, or with clips of several lengths its
+        rows of each length group of it (grouped by the lengths the data set gives its indices, before loading)."""
+        seeded = SeededDataset(dataset)
+        if isinstance(collator, MaskCollator):
+            return RankShardDataset(seeded, self.rank, self.world_size)
+        fpcs, weight = self.cfg.data.dataset_fpcs, self.cfg.loss.sigreg_weight
+        if weight > 0:
+            raise ConfigError(
+                f"data.dataset_fpcs {fpcs} with loss.sigreg_weight {weight} on {self.world_size} processes: SIGReg "
+                "sums its statistics over the ranks once per clip length, and a rank without clips of one length in "
+                "a batch would skip that exchange; train in one process, set loss.sigreg_weight: 0, or give every "
+                "entry of data.dataset_fpcs the same length"
+            )
+        clip_lengths = getattr(dataset, "clip_lengths", None)
+        if clip_lengths is None:
+            raise TypeError(
+                f"data.dataset_fpcs {fpcs} on {self.world_size} processes: the {type(dataset).__name__} data set "
+                "does not give the clip length of each index (clip_lengths), which the ranks group batches by"
+            )
+        return RankShardDataset(
+            seeded, self.rank, self.world_size, clip_lengths=clip_lengths, group_positions=collator.group_positions
         )
 
     # -- checkpoints -------------------------------------------------------------------------------------------

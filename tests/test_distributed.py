@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from test_engine import assert_same, tiny_config, tiny_video_config, use_small_data, write_tiny_config
+from test_vjepa2_pretrain import load_raw, tiny_raw
 
 import app.pretrain
 import jepa.runtime.distributed as jd
@@ -122,6 +123,92 @@ def test_rank_shards_hold_their_rows_of_the_single_process_batch(tmp_path):
         jd.RankShardDataset(seeded, 0, 3).__getitems__(keys)
 
 
+class _Clips:
+    """Clips of 4 or 8 frames (``clip_lengths``, as VideoDataset has it), random under the sample's seed; the
+    indices in ``other_length`` come back one length off (an unreadable video replaced by one of another length)."""
+
+    def __init__(self, lengths: list[int], other_length: frozenset[int] = frozenset()) -> None:
+        self.clip_lengths = lengths
+        self.other_length = other_length
+
+    def __len__(self) -> int:
+        return len(self.clip_lengths)
+
+    def __getitem__(self, index: int) -> tuple:
+        frames = self.clip_lengths[index]
+        if index in self.other_length:
+            frames = 12 - frames
+        return torch.rand(3, frames, 32, 32), index, index
+
+
+def _multi_length_collator():
+    from jepa.config.pretrain import VideoMaskConfig
+    from jepa.video.masks import MultiLengthMaskCollator
+
+    specs = [VideoMaskConfig(num_blocks=2, spatial_scale=(0.3, 0.3)), VideoMaskConfig(num_blocks=1)]
+    return MultiLengthMaskCollator(specs, [4, 8], crop_size=32, patch_size=8, tubelet_size=2, seed=7)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_rank_shards_of_clips_of_several_lengths_hold_their_rows_of_each_length(world_size):
+    """Each rank gets rows rank::world_size of the single-process batch in grouped order (short clips, then long),
+    with the masks one process draws for each whole group; every rank loads the same number of clips."""
+    lengths = [4, 8, 8, 4, 8, 8, 8, 4, 8, 8, 4, 8]
+    seeded = SeededDataset(_Clips(lengths))
+    collator = _multi_length_collator()
+    # One short clip among six: ranks after the first have none; then a batch of long clips only.
+    for keys in ([(1, 11), (0, 10), (2, 12), (4, 14), (5, 15), (6, 16)], [(i, 20 + i) for i in (1, 2, 4, 5, 6, 8)]):
+        single = collator([seeded[k] for k in keys])
+        grouped = [(g.length_index, row) for g in single for row in range(len(g.batch[2]))]  # grouped order
+        for rank in range(world_size):
+            data = jd.RankShardDataset(seeded, rank, world_size, clip_lengths=lengths,
+                                       group_positions=collator.group_positions)  # fmt: skip
+            groups = jd.RankShardCollator(collator, rank, world_size)(data.__getitems__(keys))
+            mine = grouped[rank::world_size]
+            assert sum(len(g.batch[2]) for g in groups) == len(keys) // world_size
+            assert [g.length_index for g in groups] == sorted({index for index, _ in mine})
+            for group in groups:
+                whole = next(g for g in single if g.length_index == group.length_index)
+                picks = [row for index, row in mine if index == group.length_index]
+                assert_same(group.batch[0], whole.batch[0][picks], f"clips of rank {rank}")
+                assert_same(group.batch[2], whole.batch[2][picks], f"seeds of rank {rank}")
+                assert_same(group.masks_enc, [m[picks] for m in whole.masks_enc], f"context masks of rank {rank}")
+                assert_same(group.masks_pred, [m[picks] for m in whole.masks_pred], f"target masks of rank {rank}")
+    with pytest.raises(ValueError, match="give both or neither"):
+        jd.RankShardDataset(seeded, 0, 2, clip_lengths=lengths)
+    with pytest.raises(TypeError, match="takes a ShardOfBatch per length"):
+        jd.RankShardCollator(collator, 0, 2)(jd.RankShardDataset(seeded, 0, 2).__getitems__(keys))
+
+
+def test_a_clip_of_another_length_than_planned_is_replaced_by_one_of_the_planned_length(caplog):
+    """The other ranks drew the masks of each length for the clips planned from the indices' lengths: a clip that
+    comes back with another length (its video replaced by one of another length) is replaced by a clip of the
+    planned length, loaded under the same seed, so the masks do not change."""
+    lengths = [4, 8, 8, 4, 8, 8]
+    collator = _multi_length_collator()
+    keys = [(0, 10), (1, 11), (2, 12), (3, 13)]
+    broken = SeededDataset(_Clips(lengths, other_length=frozenset({2})))
+    data = jd.RankShardDataset(broken, 1, 2, clip_lengths=lengths, group_positions=collator.group_positions)
+    with caplog.at_level("WARNING", logger="jepa.runtime.distributed"):
+        shards = data.__getitems__(keys)  # grouped order 0, 3 | 1, 2: rank 1 holds samples 3 and 2
+    assert "sample 2 came back as a clip of 4 frames, not 8" in caplog.text
+    [short, long] = jd.RankShardCollator(collator, 1, 2)(shards)
+    assert tuple(long.batch[0].shape) == (1, 3, 8, 32, 32) and long.batch[1].item() in (1, 4, 5)  # another long one
+    assert long.batch[2].tolist() == [12]  # its own seed: the masks drawn for it hold
+    intact = SeededDataset(_Clips(lengths))
+    expected = jd.RankShardCollator(collator, 1, 2)(
+        jd.RankShardDataset(intact, 1, 2, clip_lengths=lengths, group_positions=collator.group_positions)
+        .__getitems__(keys)
+    )  # fmt: skip
+    assert_same(long.masks_enc + long.masks_pred, expected[1].masks_enc + expected[1].masks_pred, "masks")
+    assert_same(short.batch[0], expected[0].batch[0], "the short clip")
+    # Every long clip comes back short: the rank gives up, naming the sample, rather than train on wrong masks.
+    hopeless = SeededDataset(_Clips(lengths, other_length=frozenset({1, 2, 4, 5})))
+    data = jd.RankShardDataset(hopeless, 1, 2, clip_lengths=lengths, group_positions=collator.group_positions)
+    with pytest.raises(RuntimeError, match="sample 2: 10 clips drawn in its place had another length than 8"):
+        data.__getitems__(keys)
+
+
 def _collectives(rank: int, device: torch.device) -> dict:
     t = torch.tensor([rank + 1.0])
     returned = jd.all_reduce_sum(t)
@@ -183,29 +270,58 @@ RANK_BATCH, STEPS = 8, 6
 
 def _rank_job(rank: int, world_size: int, device: torch.device, runs: list) -> dict:
     """The collectives, then the training runs ``(name, cfg, train kwargs)`` one after the other; returns what each
-    gave on this rank (one spawn for all: starting a process that imports torch takes seconds)."""
-    out = {"collectives": _collectives(rank, device)}
-    with pytest.MonkeyPatch.context() as mp:
-        use_small_data(mp)
-        for name, cfg, kwargs in runs:
+    gave on this rank (one spawn for all: starting a process that imports torch takes seconds), and under
+    ``lengths`` the clip lengths of the rank's groups at every step of each video run."""
+    out: dict = {"collectives": _collectives(rank, device), "lengths": {}}
+    for name, cfg, kwargs in runs:
+        with pytest.MonkeyPatch.context() as mp:
+            if cfg.is_video:
+                mp.setattr(app.pretrain, "MOVING_DIGITS_VIDEOS", TWO_LENGTH_VIDEOS)
+            else:
+                use_small_data(mp)
             trainer = Pretrainer(cfg, device)
+            lengths = out["lengths"][name] = []
+            step = trainer.train_step
+
+            def recorded(groups, step=step, lengths=lengths):
+                lengths.append([g.x.shape[2] for g in groups if g.x.dim() == 5])
+                return step(groups)
+
+            mp.setattr(trainer, "train_step", recorded)
             summary = trainer.train(**kwargs)
             out[name] = summary, {m: getattr(trainer.model, m).state_dict() for m in MODELS}
     return out
 
 
+# V-JEPA 2 clips of 4 and 8 frames: the 12 moving-digit clips read at both lengths (24 samples), rank batches of 2
+# on 2 ranks against one process with batches of 4: 6 global batches per pass, 7 steps (epoch ends at 3 and 6).
+TWO_LENGTH_VIDEOS, TWO_LENGTH_STEPS = 12, 7
+
+
+def two_length_config(root: Path, name: str, *overrides: str):
+    raw = tiny_raw(root_path=str(root / "clips"))
+    raw["logging"]["folder"] = str(root / name)
+    return load_raw(root, raw, *overrides)
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """Two gloo processes: collectives; an uninterrupted run; with drop path, a run and the same interrupted at
-    step 2 and resumed."""
+    step 2 and resumed; the same three with clips of two lengths."""
     root = tmp_path_factory.mktemp("ddp")
     small = f"data.batch_size={RANK_BATCH}"
+    two, drop = "data.batch_size=2", "model.drop_path_rate=0.1"
     runs = [
         ("ddp", tiny_config(root / "ddp", small), {}),
         ("dp_full", tiny_config(root / "dp_full", small, "model.drop_path_rate=0.2"), {}),
         ("dp_cut", tiny_config(root / "dp_cut", small, "model.drop_path_rate=0.2"), {"max_steps": 2}),
         ("dp_resumed", tiny_config(root / "dp_cut", small, "model.drop_path_rate=0.2"), {"resume": True}),
-    ]
+        ("len", two_length_config(root, "len", two), {"max_steps": TWO_LENGTH_STEPS}),
+        ("len_dp_full", two_length_config(root, "len_dp_full", two, drop), {"max_steps": TWO_LENGTH_STEPS}),
+        ("len_dp_cut", two_length_config(root, "len_dp_cut", two, drop), {"max_steps": 2}),
+        ("len_dp_resumed", two_length_config(root, "len_dp_cut", two, drop), {"max_steps": TWO_LENGTH_STEPS,
+                                                                                "resume": True}),
+    ]  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")
         results = jd.spawn(_rank_job, ["cpu", "cpu"], runs)
@@ -240,7 +356,7 @@ def test_two_ranks_train_like_one_process_on_the_combined_batch(two_ranks, tmp_p
 
 def test_ranks_end_with_identical_weights(two_ranks):
     _, results = two_ranks
-    for run in ("ddp", "dp_full", "dp_resumed"):
+    for run in ("ddp", "dp_full", "dp_resumed", "len", "len_dp_full", "len_dp_resumed"):
         for m in MODELS:
             assert_same(results[0][run][1][m], results[1][run][1][m], f"{run} {m} rank 0 vs rank 1")
 
@@ -263,6 +379,47 @@ def test_distributed_run_resumes_exactly_with_per_rank_randomness(two_ranks):
         assert results[rank]["dp_cut"][0]["steps"] == 2 and results[rank]["dp_resumed"][0]["steps"] == STEPS
         for m in MODELS:
             assert_same(results[rank]["dp_full"][1][m], results[rank]["dp_resumed"][1][m], f"rank {rank} {m}")
+
+
+def test_two_ranks_train_two_clip_lengths_like_one_process(two_ranks, monkeypatch):
+    """V-JEPA 2's clips of two lengths: each rank takes its rows of each length group of the global batch, and its
+    losses weigh each length by its share of the group (jepa.training.ddp.GlobalGroupMean), so two ranks train like
+    one process on the combined batch, also at steps where one rank holds no clip of a length."""
+    root, results = two_ranks
+    monkeypatch.setattr(app.pretrain, "MOVING_DIGITS_VIDEOS", TWO_LENGTH_VIDEOS)
+    single = Pretrainer(two_length_config(root, "len_single"))
+    assert single.cfg.data.batch_size == 4 and len(single.dataset) == 24
+    summary = single.train(max_steps=TWO_LENGTH_STEPS)
+    two_summary, two = results[0]["len"]
+    assert summary["steps"] == two_summary["steps"] == TWO_LENGTH_STEPS and two_summary["world_size"] == 2
+    # Per-clip work is the same; sums run in another order. Measured: the first step's gradients agree to 1.3e-7 of
+    # each tensor's largest, but a few entries' gradients (~3e-9) lie below AdamW's eps (1e-8), where the first
+    # update g / (|g| + eps) turns that rounding into a ~1% difference: weights differ by up to 1.5e-6 after 7
+    # steps (2e-7 for one length on two ranks; 1.2e-3 when the ranks' losses are not weighted by their shares).
+    for m in MODELS:
+        assert_same(two[m], results[1]["len"][1][m], f"{m} rank 0 vs rank 1")
+        assert _max_diff(two[m], getattr(single.model, m).state_dict()) < 1e-5, m
+    lengths = [results[rank]["lengths"]["len"] for rank in (0, 1)]
+    assert all(len(steps) == TWO_LENGTH_STEPS for steps in lengths)
+    # Some step had both lengths in the global batch but one rank holding clips of one length only.
+    assert any(len(set(a) | set(b)) == 2 and min(len(a), len(b)) == 1 for a, b in zip(*lengths, strict=True))
+    # The logged losses are the global batch's.
+    rows_1 = _read_csv(root / "len_single" / "jepa_r0.csv")
+    rows_2 = _read_csv(root / "len" / "jepa_r0.csv")
+    assert len(rows_1) == len(rows_2) == TWO_LENGTH_STEPS
+    for r1, r2 in zip(rows_1, rows_2, strict=True):
+        assert float(r2["loss"]) == pytest.approx(float(r1["loss"]), rel=1e-5)
+
+
+def test_a_two_length_run_on_two_ranks_resumes_exactly(two_ranks):
+    _, results = two_ranks
+    for rank in range(2):
+        assert results[rank]["len_dp_cut"][0]["steps"] == 2
+        assert results[rank]["len_dp_resumed"][0]["steps"] == TWO_LENGTH_STEPS
+        for m in MODELS:
+            full, resumed = results[rank]["len_dp_full"][1][m], results[rank]["len_dp_resumed"][1][m]
+            assert_same(full, resumed, f"rank {rank} {m}")
+            assert_same(full, results[1 - rank]["len_dp_full"][1][m], f"{m} rank {rank} vs the other")
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -306,7 +463,6 @@ def test_torchrun_launches_two_ranks(tmp_path):
     assert proc.stdout.count("done: 2 steps") == 1  # rank 0 only
     latest = torch.load(tmp_path / "run" / "jepa-latest.pth.tar", map_location="cpu", weights_only=True)
     assert (latest["world_size"], latest["step"]) == (2, 2)
-
 
 
 def _eval_config(path: Path, out: Path, batch_size: int) -> Path:

@@ -362,6 +362,61 @@ def test_one_length_group_is_the_plain_forward():
         model([ClipGroup(group.x, group.mask_sets, [0])])
 
 
+def rows(group: ClipGroup, picks: list[int]) -> ClipGroup:
+    """Rows ``picks`` of ``group``: its clips and every mask (what one rank holds of a group of the global batch)."""
+    sets = [([e[picks] for e in enc], [p[picks] for p in pred]) for enc, pred in group.mask_sets]
+    return ClipGroup(group.x[picks], sets, group.mask_indices)
+
+
+def test_rank_losses_weighted_by_their_share_of_each_length_average_to_the_one_process_loss(monkeypatch):
+    """Two ranks simulated in one process: the global batch holds 1 short and 3 long clips; in grouped order
+    (short, long, long, long) rank 0 takes rows 0 and 2, rank 1 rows 1 and 3, so rank 1 has no short clip. The mean
+    of the ranks' weighted losses and gradients (what DDP averages) is one process's on the whole batch."""
+    import jepa.training.ddp as ddp
+
+    model = tiny_jepa(reg_coeff=0.5)  # the spread regulariser is a mean over samples too
+    short, long = two_length_groups()
+    one = model([short, long])
+    one.loss.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    shares = {0: [rows(short, [0]), rows(long, [1])], 1: [rows(long, [0, 2])]}
+    monkeypatch.setattr(ddp, "get_world_size", lambda: 2)
+    # The all-reduce of the per-length clip counts: 1 short and 3 long over the two ranks.
+    monkeypatch.setattr(ddp, "all_reduce_sum", lambda t: t.copy_(torch.tensor([1.0, 3.0], dtype=t.dtype)))
+    weighted = ddp.GlobalGroupMean(model, [4, 8])
+    losses, grads = [], []
+    for rank in (0, 1):
+        out = weighted(shares[rank])
+        out.loss.backward()
+        losses.append(out)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        if rank == 1:  # no short clip: the short clips' mask token gets no gradient on this rank (DDP must know)
+            assert model.predictor.mask_tokens[0].grad is None and model.predictor.mask_tokens[1].grad is not None
+        model.zero_grad(set_to_none=True)
+    for field in ("loss", "loss_pred", "loss_reg"):
+        mean = (getattr(losses[0], field) + getattr(losses[1], field)) / 2
+        torch.testing.assert_close(mean.detach(), getattr(one, field).detach(), rtol=0, atol=1e-6)
+    assert set(grads[0]) == set(expected) and set(grads[1]) < set(expected)
+    for name, g in expected.items():
+        mean = (grads[0][name] + grads[1].get(name, torch.zeros_like(g))) / 2  # DDP's average, zeros where unused
+        torch.testing.assert_close(mean, g, rtol=1e-4, atol=1e-6, msg=name)
+    # An unweighted mean of the ranks' own losses is not the one-process loss (rank 1 would count its long clips
+    # as the whole batch).
+    plain = (model(shares[0]).loss + model(shares[1]).loss) / 2
+    assert not torch.isclose(plain.detach(), one.loss.detach(), atol=1e-4)
+    with pytest.raises(ValueError, match=r"of \[4, 8\] frames, got a group of shape \(1, 3, 6, 32, 32\)"):
+        weighted([ClipGroup(torch.zeros(1, 3, 6, 32, 32), short.mask_sets, short.mask_indices)])
+
+
+def test_without_a_process_group_the_weighted_loss_is_the_mean_over_groups():
+    from jepa.training.ddp import GlobalGroupMean
+
+    model = tiny_jepa()
+    groups = two_length_groups()
+    torch.testing.assert_close(GlobalGroupMean(model, [4, 8])(groups).loss, model(groups).loss, rtol=0, atol=1e-6)
+
+
 # Frames at a target rate
 
 
@@ -444,7 +499,7 @@ def test_one_distinct_length_takes_the_single_length_path(two_length_run):
     assert [t.abs().sum() > 0 for t in trainer.model.predictor.mask_tokens] == [True, False, False, False]
 
 
-def test_batches_mix_lengths_and_several_processes_are_refused(two_length_run):
+def test_batches_mix_lengths(two_length_run):
     trainer = Pretrainer(two_length_run("c"))
     seen = set()
     for batch in trainer._batches(6):
@@ -453,8 +508,13 @@ def test_batches_mix_lengths_and_several_processes_are_refused(two_length_run):
         assert sum(g.x.shape[0] for g in groups) == 4
         trainer.step += 1
     assert seen == {4, 8}
+
+
+def test_sigreg_with_several_lengths_on_several_processes_is_refused(two_length_run):
+    trainer = Pretrainer(two_length_run("r"))
     trainer.world_size = 2
-    with pytest.raises(ConfigError, match="several lengths train in one process"):
+    trainer.cfg.loss.sigreg_weight = 0.05
+    with pytest.raises(ConfigError, match="loss.sigreg_weight 0.05 on 2 processes: SIGReg sums its statistics"):
         trainer._make_loader(trainer.dataset, trainer.loader.collate_fn, 0)
 
 

@@ -37,10 +37,13 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from jepa.data.sampling import SeededDataset
+from jepa.data.sampling import SeededDataset, mix_seed
 
 if TYPE_CHECKING:
     from multiprocessing.queues import SimpleQueue
+
+    from jepa.masks.collate import MaskCollator
+    from jepa.video.masks import LengthGroup
 
 T = TypeVar("T")
 
@@ -420,10 +423,19 @@ def _spawned(
 
 @dataclass
 class ShardOfBatch:
-    """What one rank loads of a global batch: its own ``samples`` and the sample seeds of the whole batch."""
+    """What one rank loads of a global batch, or of one clip-length group of it: its own ``samples``, rows
+    ``first_row::world_size`` of the batch (group), and the sample seeds of the whole batch (group), from which
+    :class:`RankShardCollator` draws the masks of all its rows. ``length_index``: the group's place in the
+    :class:`jepa.video.masks.MultiLengthMaskCollator`'s lengths (None: a batch of one length)."""
 
     samples: list[tuple[object, ...]]
     batch_seeds: list[int]
+    first_row: int
+    length_index: int | None = None
+
+
+# How often a rank replaces a clip that came back with another length than planned (see RankShardDataset).
+_LENGTH_TRIES = 10
 
 
 class RankShardDataset(torch.utils.data.Dataset):
@@ -434,14 +446,40 @@ class RankShardDataset(torch.utils.data.Dataset):
     hands the whole key list to :meth:`__getitems__`, which loads only this rank's samples (decoding and
     augmentation are the expensive part) and passes on every seed of the batch, from which
     :class:`RankShardCollator` draws the masks of the whole batch.
+
+    Clips of several lengths (V-JEPA 2's ``dataset_fpcs``): with ``clip_lengths`` (the frames of every index's clip,
+    :attr:`jepa.video.datasets.VideoDataset.clip_lengths`, known without decoding) and ``group_positions`` (the
+    collator's grouping rule, :meth:`jepa.video.masks.MultiLengthMaskCollator.group_positions`), the global batch is
+    grouped by length as one process groups it, and this rank takes rows ``rank::world_size`` of the batch in
+    grouped order (the groups one after the other). Every rank thus loads ``len(keys) // world_size`` samples and
+    its share of each length (within one sample of the others'; a rank may have none of a small group).
+    :meth:`__getitems__` then returns one :class:`ShardOfBatch` per length present in the global batch. A clip that
+    comes back with another length than its index's (the data set replaced an unreadable video by a video of
+    another length) is replaced by a clip of the planned length, drawn from the sample's seed: the other ranks drew
+    that group's masks for this many samples.
     """
 
-    def __init__(self, dataset: SeededDataset, rank: int, world_size: int) -> None:
+    def __init__(
+        self,
+        dataset: SeededDataset,
+        rank: int,
+        world_size: int,
+        *,
+        clip_lengths: Sequence[int] | None = None,
+        group_positions: Callable[[Sequence[int]], list[tuple[int, list[int]]]] | None = None,
+    ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        if (clip_lengths is None) != (group_positions is None):
+            raise ValueError("clip_lengths and group_positions go together: give both or neither")
+        if clip_lengths is not None and len(clip_lengths) != len(dataset):
+            raise ValueError(f"{len(clip_lengths)} clip lengths for a data set of {len(dataset)} samples")
         self.dataset = dataset
         self.rank = rank
         self.world_size = world_size
+        self.clip_lengths = clip_lengths
+        self.group_positions = group_positions
+        self._indices_of_length: dict[int, Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -449,11 +487,57 @@ class RankShardDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[object, ...]:
         return self.dataset[key]
 
-    def __getitems__(self, keys: list[tuple[int, int]]) -> ShardOfBatch:
+    def __getitems__(self, keys: list[tuple[int, int]]) -> ShardOfBatch | list[ShardOfBatch]:
         if len(keys) % self.world_size:
             raise ValueError(f"a global batch of {len(keys)} samples does not split over {self.world_size} ranks")
-        mine = keys[self.rank :: self.world_size]
-        return ShardOfBatch([self.dataset[k] for k in mine], [int(seed) for _index, seed in keys])
+        seeds = [int(seed) for _index, seed in keys]
+        if self.clip_lengths is None or self.group_positions is None:
+            mine = keys[self.rank :: self.world_size]
+            return ShardOfBatch([self.dataset[k] for k in mine], seeds, self.rank)
+        frames = [int(self.clip_lengths[index]) for index, _seed in keys]
+        shards, offset = [], 0
+        for length_index, positions in self.group_positions(frames):
+            # Row p of the group is row offset + p of the batch in grouped order.
+            first = (self.rank - offset) % self.world_size
+            mine = [keys[p] for p in positions[first :: self.world_size]]
+            samples = [self._load_clip(k, frames[positions[0]]) for k in mine]
+            shards.append(ShardOfBatch(samples, [seeds[p] for p in positions], first, length_index))
+            offset += len(positions)
+        return shards
+
+    def _load_clip(self, key: tuple[int, int], frames: int) -> tuple[object, ...]:
+        """Sample ``key``, a clip of ``frames`` frames: the sample itself, or when the data set returned a clip of
+        another length in its place, the first clip of the right length among indices of that length drawn from
+        ``mix_seed(seed, index, attempt)`` (loaded with the sample's seed, so its masks are unchanged)."""
+        index, seed = key
+        sample = self.dataset[key]
+        attempt = 0
+        while (got := _clip_frames(sample, index)) != frames:
+            if attempt == _LENGTH_TRIES:
+                raise RuntimeError(
+                    f"sample {index}: {_LENGTH_TRIES} clips drawn in its place had another length than {frames} "
+                    "frames (too many unreadable videos of that length)"
+                )
+            if frames not in self._indices_of_length:
+                lengths = torch.as_tensor(self.clip_lengths)
+                self._indices_of_length[frames] = torch.nonzero(lengths == frames).flatten()
+            pool = self._indices_of_length[frames]
+            other = int(pool[mix_seed(seed, index, attempt) % len(pool)])
+            logger.warning(
+                "sample %d came back as a clip of %d frames, not %d (its video was unreadable and the data set put "
+                "one of another length in its place); loading sample %d, a clip of %d frames, instead",
+                index, got, frames, other, frames,
+            )  # fmt: skip
+            sample = self.dataset[(other, seed)]
+            attempt += 1
+        return sample
+
+
+def _clip_frames(sample: tuple[object, ...], index: int) -> int:
+    clip = sample[0] if sample else None
+    if not isinstance(clip, Tensor) or clip.dim() != 4:
+        raise TypeError(f"sample {index} does not start with a clip [3, T, H, W]: clips of several lengths need one")
+    return int(clip.shape[1])
 
 
 class RankShardCollator:
@@ -464,26 +548,58 @@ class RankShardCollator:
     ``rank::world_size`` gives every rank exactly the masks that a single process would use on that batch, so
     ``world_size`` processes with per-rank batch ``B`` train like one process with batch ``world_size * B``. The
     price: each rank draws the masks of the whole global batch (cheap next to a forward pass at usual scales).
+
+    With a :class:`jepa.video.masks.MultiLengthMaskCollator` (clips of several lengths), the shard is one
+    :class:`ShardOfBatch` per length group of the global batch (see :class:`RankShardDataset`); each group's masks
+    are drawn for the whole group by that length's collator, as one process draws them, and the rank's rows kept.
+    Returns the :class:`jepa.video.masks.LengthGroup` list one process gets, holding only this rank's rows, and
+    only the groups this rank has rows of. :class:`jepa.training.ddp.GlobalGroupMean` weights their losses so that
+    the ranks' averaged gradients are one process's.
     """
 
     def __init__(self, collator: object, rank: int, world_size: int) -> None:
         from jepa.masks.collate import MaskCollator
+        from jepa.video.masks import MultiLengthMaskCollator
 
-        if not isinstance(collator, MaskCollator):
-            raise TypeError(f"RankShardCollator needs a MaskCollator, got {type(collator).__name__}")
+        if not isinstance(collator, MaskCollator | MultiLengthMaskCollator):
+            raise TypeError(
+                f"RankShardCollator needs a MaskCollator or a MultiLengthMaskCollator, got {type(collator).__name__}"
+            )
         self.collator = collator
         self.rank = rank
         self.world_size = world_size
 
-    def __call__(self, shard: ShardOfBatch) -> tuple[Any, list[Tensor], list[Tensor]]:
+    def __call__(
+        self, shard: ShardOfBatch | list[ShardOfBatch]
+    ) -> "tuple[Any, list[Tensor], list[Tensor]] | list[LengthGroup]":
+        from jepa.masks.collate import MaskCollator
+        from jepa.video.masks import LengthGroup
+
+        if isinstance(self.collator, MaskCollator):
+            if not isinstance(shard, ShardOfBatch):
+                raise TypeError("a single-length collator takes one ShardOfBatch (RankShardDataset without lengths)")
+            return self._collate(self.collator, shard)
+        if isinstance(shard, ShardOfBatch):
+            raise TypeError("a MultiLengthMaskCollator takes a ShardOfBatch per length (RankShardDataset with lengths)")
+        groups = []
+        for part in shard:
+            if part.length_index is None:
+                raise TypeError("a MultiLengthMaskCollator takes shards that name their length group")
+            if part.samples:  # none: this rank has no clip of that length in this batch
+                collated, masks_enc, masks_pred = self._collate(self.collator.collators[part.length_index], part)
+                groups.append(LengthGroup(part.length_index, collated, masks_enc, masks_pred))
+        return groups
+
+    def _collate(self, collator: "MaskCollator", shard: ShardOfBatch) -> tuple[Any, list[Tensor], list[Tensor]]:
+        """The shard's samples and its rows of the masks ``collator`` draws for all of ``shard.batch_seeds``."""
         from torch.utils.data import default_collate
 
         from jepa.masks.collate import batch_seed
 
         generator = torch.Generator()
-        generator.manual_seed(batch_seed(self.collator.seed, shard.batch_seeds))
-        masks_enc, masks_pred = self.collator.sample_masks(len(shard.batch_seeds), generator)
-        rows = slice(self.rank, None, self.world_size)
+        generator.manual_seed(batch_seed(collator.seed, shard.batch_seeds))
+        masks_enc, masks_pred = collator.sample_masks(len(shard.batch_seeds), generator)
+        rows = slice(shard.first_row, None, self.world_size)
         return (
             default_collate(shard.samples),
             [m[rows].contiguous() for m in masks_enc],

@@ -257,6 +257,8 @@ class MultiLengthMaskCollator:
     collated by the :class:`MultiblockMaskCollator3D` of its length, which draws the group's masks from a generator
     seeded by the group's sample seeds alone: the masks stay a pure function of the samples, and a batch of one
     length gets exactly the masks the single-length collator gives it. Returns a list of :class:`LengthGroup`.
+    With several processes, :class:`jepa.runtime.distributed.RankShardCollator` draws each group's masks from the
+    same seeds for the whole global batch and keeps one rank's rows.
     """
 
     def __init__(
@@ -283,10 +285,22 @@ class MultiLengthMaskCollator:
             MultiblockMaskCollator3D(cfgs_mask, crop_size, n, patch_size, tubelet_size, seed) for n in self.lengths
         ]
 
+    def group_positions(self, frames: Sequence[int]) -> list[tuple[int, list[int]]]:
+        """How a batch whose samples are clips of ``frames[i]`` frames (batch order) splits into length groups:
+        ``(length_index, positions)`` for every length present, in the order of :attr:`lengths`, positions in batch
+        order. The one grouping rule, shared by :meth:`__call__` and the several-process path
+        (:class:`jepa.runtime.distributed.RankShardDataset`), which groups clips before loading them."""
+        positions: dict[int, list[int]] = {}
+        for pos, n in enumerate(frames):
+            if n not in self.lengths:
+                raise ValueError(f"sample {pos} is a clip of {n} frames; this collator takes {list(self.lengths)}")
+            positions.setdefault(n, []).append(pos)
+        return [(index, positions[n]) for index, n in enumerate(self.lengths) if n in positions]
+
     def __call__(self, batch: list[tuple]) -> list[LengthGroup]:
         if len(batch) == 0:
             raise ValueError("cannot collate an empty batch")
-        groups: dict[int, list[tuple]] = {}
+        frames = []
         for pos, sample in enumerate(batch):
             clip = sample[0] if isinstance(sample, tuple | list) and sample else None
             if not isinstance(clip, Tensor) or clip.dim() != 4:
@@ -294,15 +308,11 @@ class MultiLengthMaskCollator:
                     f"{type(self).__name__} needs samples (clip [3, T, H, W], ..., seed); sample {pos} starts with "
                     f"{type(clip).__name__ if not isinstance(clip, Tensor) else tuple(clip.shape)}"
                 )
-            frames = int(clip.shape[1])
-            if frames not in self.lengths:
-                raise ValueError(f"sample {pos} is a clip of {frames} frames; this collator takes {list(self.lengths)}")
-            groups.setdefault(frames, []).append(sample)
+            frames.append(int(clip.shape[1]))
         out = []
-        for index, (frames, collator) in enumerate(zip(self.lengths, self.collators)):
-            if frames in groups:
-                collated, masks_enc, masks_pred = collator(groups[frames])
-                out.append(LengthGroup(index, collated, masks_enc, masks_pred))
+        for index, positions in self.group_positions(frames):
+            collated, masks_enc, masks_pred = self.collators[index]([batch[p] for p in positions])
+            out.append(LengthGroup(index, collated, masks_enc, masks_pred))
         return out
 
 
