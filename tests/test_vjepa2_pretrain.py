@@ -21,6 +21,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import make_encoder, make_predictor, perturb_
+from test_engine import assert_same, read_csv
 from torch import nn
 
 import app.main
@@ -36,8 +38,6 @@ from jepa.training import builders
 from jepa.training.meta_arch import JEPA, ClipGroup
 from jepa.video.datasets import VideoDataset, frame_step_for
 from jepa.video.masks import LengthGroup, MultiblockMaskCollator3D, MultiLengthMaskCollator
-from tests.conftest import make_encoder, make_predictor, perturb_
-from tests.test_engine import assert_same, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_TRAIN = ROOT.parent / "shared" / "official_configs" / "vjepa2" / "configs" / "train"
