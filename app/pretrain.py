@@ -624,7 +624,8 @@ class Pretrainer:
         share = zero if result.position_share is None else result.position_share
         scalars = (result.loss, result.loss_pred, result.loss_reg, sigreg, share)
         if self.world_size == 1:
-            loss, loss_pred, loss_reg, loss_sigreg, pos_share = (t.item() for t in scalars)
+            # One host sync for the five scalars, not one each.
+            loss, loss_pred, loss_reg, loss_sigreg, pos_share = torch.stack([t.double() for t in scalars]).tolist()
             return dict(
                 loss=loss, loss_pred=loss_pred, loss_reg=loss_reg, loss_sigreg=loss_sigreg, pos_share=pos_share,
                 nonfinite=bool(self.nonfinite), pooled=result.target_pooled,
