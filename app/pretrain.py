@@ -64,6 +64,7 @@ from jepa.training.optim import clip_per_module, make_adamw, set_hyperparams_at
 from jepa.training.rng import restore_rng, rng_state, seed_all
 from jepa.training.run import RunFolder, load_modules
 from jepa.training.warm_start import Start, load_optimizer_state, load_weights, read_source, run_start
+from jepa.worldmodel.model import WorldModel
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ CSV_COLUMNS = [
     "step_ms", "samples_per_s", "mem_mb", "feat_std", "eff_rank", "eff_rank_rel", "sigreg", "pos_share",
     "loss_sigreg",
 ]  # fmt: skip
+# app vjepa_droid logs its two terms: loss_pred is teacher forcing, loss_rollout the rollout.
+CSV_COLUMNS_WORLD_MODEL = [*CSV_COLUMNS, "loss_rollout"]
 # The clips a `dataset_type: moving_digits` run generates, read at every build (so that tests can make it smaller).
 MOVING_DIGITS_VIDEOS = builders.MOVING_DIGITS_VIDEOS
 
@@ -189,11 +192,14 @@ class Pretrainer:
         seed = cfg.meta.seed
         seed_all(seed)
 
-        encoder, predictor = build_models(cfg)
         loss = cfg.loss
-        if cfg.app == "lejepa":  # the same encoder, a projector head in the predictor's place (jepa.training.lejepa)
-            self.model: JEPA | LeJEPA = builders.build_lejepa(cfg, encoder).to(self.device)
+        if cfg.is_world_model:  # a frozen encoder and an action-conditioned predictor (jepa.worldmodel.model)
+            self.model: JEPA | LeJEPA | WorldModel = builders.build_world_model(cfg).to(self.device)
+        elif cfg.app == "lejepa":  # the same encoder, a projector head in the predictor's place (jepa.training.lejepa)
+            encoder, _ = build_models(cfg)
+            self.model = builders.build_lejepa(cfg, encoder).to(self.device)
         else:
+            encoder, predictor = build_models(cfg)
             self.model = JEPA(
                 encoder, predictor, loss_type_for(cfg), loss.loss_exp, loss.reg_coeff, loss.center_targets,
                 sigreg_weight=loss.sigreg_weight, sigreg_on=loss.sigreg_on, sigreg_directions=loss.sigreg_directions,
@@ -201,7 +207,7 @@ class Pretrainer:
             ).to(self.device)  # fmt: skip
         self._warned_rank = False
         # meta.eval_freq: the online k-NN probe, on rank 0 (None: off, or no labelled held-out split).
-        self.online_probe = make_online_probe(cfg, self.device) if self.rank == 0 else None
+        self.online_probe = make_online_probe(cfg, self.device) if self.rank == 0 and not cfg.is_world_model else None
         # DDP averages the gradients of encoder and predictor (the target encoder has none); the target encoder
         # then moves identically on every rank, since every rank applies the same update to the same weights.
         # No buffer changes during training (no batch norm), so nothing to broadcast before each forward.
@@ -211,7 +217,8 @@ class Pretrainer:
         self.forward_model = wrap_ddp(
             GlobalGroupMean(self.model, cfg.data.clip_lengths) if by_length else self.model, self.device,
             self.world_size, sync_buffers=False,
-            find_unused_parameters=builders.spare_mask_tokens(cfg) > 0 or by_length,
+            # The AC predictor's extrinsics encoder gets no gradient without extrinsics (as officially).
+            find_unused_parameters=cfg.is_world_model or builders.spare_mask_tokens(cfg) > 0 or by_length,
         )  # fmt: skip
         self.optimizer = make_adamw([self.model.encoder, self.model.predictor], betas=cfg.optimization.betas)
         self.dtype = resolve_dtype(cfg.meta.dtype, self.device)
@@ -224,7 +231,7 @@ class Pretrainer:
         self.global_batch = cfg.data.batch_size * self.world_size
         self.loader = self._make_loader(dataset, collator, seed)
         self.ipe = cfg.optimization.ipe or self.batches_per_pass
-        self.schedules = pretrain_schedules(cfg.optimization, self.ipe)
+        self.schedules = pretrain_schedules(cfg.optimization, self.ipe, world_model=cfg.is_world_model)
         self.total_steps = cfg.optimization.epochs * self.ipe
         self.step = 0
         self.started_from: Start | None = None  # the checkpoint maybe_resume loaded, if any
@@ -418,8 +425,9 @@ class Pretrainer:
         self.nonfinite |= ~torch.isfinite(loss.detach())
         self.step += 1
         sigreg = None if out.loss_sigreg is None else out.loss_sigreg.detach()
+        rollout = None if out.loss_rollout is None else out.loss_rollout.detach()
         return JEPAOutput(loss.detach(), out.loss_pred.detach(), out.loss_reg.detach(), out.target_pooled, sigreg,
-                          out.position_share)  # fmt: skip
+                          out.position_share, rollout)  # fmt: skip
 
     def _batches(self, max_steps: int) -> Iterator[Any]:
         while self.step < max_steps:
@@ -506,7 +514,8 @@ class Pretrainer:
             check_run_folder(self.cfg, resume=False, overwrite=False)
         if self.is_main:
             self._write_params(resumed=self.step > 0 and fresh)
-        return self.files.csv_log(f"{self.tag}_r0.csv", CSV_COLUMNS, column="step", value=self.step)
+        columns = CSV_COLUMNS_WORLD_MODEL if self.cfg.is_world_model else CSV_COLUMNS
+        return self.files.csv_log(f"{self.tag}_r0.csv", columns, column="step", value=self.step)
 
     def _log_step(
         self, result: JEPAOutput, groups: list[ClipGroup], end: int, since: float, steps: int, csv: CSVLogger | None
@@ -515,7 +524,11 @@ class Pretrainer:
         rank's loss went non-finite; returns the loss and the time now. Token counts are those of the first mask
         set of the batch's first clip length."""
         batch = sum(g.x.shape[0] for g in groups)
-        masks_enc, masks_pred = groups[0].mask_sets[0]
+        if groups[0].mask_sets:
+            masks_enc, masks_pred = groups[0].mask_sets[0]
+            ctx_tokens, tgt_tokens = masks_enc[0].shape[1], masks_pred[0].shape[1]
+        else:  # app vjepa_droid: whole frames, no masks
+            ctx_tokens = tgt_tokens = 0
 
         metrics = self._synced_metrics(result)
         self._check_finite(metrics["nonfinite"])
@@ -526,12 +539,19 @@ class Pretrainer:
         row = dict(
             epoch=i // self.ipe + 1, step=self.step, loss=metrics["loss"], loss_pred=metrics["loss_pred"],
             loss_reg=metrics["loss_reg"], lr=s.lr_at(i), wd=s.wd_at(i), momentum=s.momentum_at(i),
-            ctx_tokens=masks_enc[0].shape[1], tgt_tokens=masks_pred[0].shape[1], step_ms=step_ms,
+            ctx_tokens=ctx_tokens, tgt_tokens=tgt_tokens, step_ms=step_ms,
             samples_per_s=1000 * batch * self.world_size / step_ms, mem_mb=_memory_mb(self.device), **stats,
             pos_share=metrics["pos_share"], loss_sigreg=metrics["loss_sigreg"],
         )  # fmt: skip
+        if self.cfg.is_world_model:
+            row["loss_rollout"] = metrics["loss_rollout"]
         if csv is not None:
             csv.log(**row)
+        if self.cfg.is_world_model:
+            logger.info("ep %d step %d/%d loss %.4f (teacher forcing %.4f, rollout %.4f) lr %.2e wd %.3f "
+                        "%.0f ms/step %.1f samples/s", row["epoch"], self.step, end, row["loss"], row["loss_pred"],
+                        row["loss_rollout"], row["lr"], row["wd"], step_ms, row["samples_per_s"])  # fmt: skip
+            return metrics["loss"], now
         self._warn_dimensional_collapse(stats)
         logger.info(
             "ep %d step %d/%d loss %.4f lr %.2e wd %.3f m %.4f ctx %d tgt %dx%d std %.3f rank %.1f (%.0f%%) "
@@ -622,21 +642,25 @@ class Pretrainer:
         zero = result.loss.new_zeros(())
         sigreg = zero if result.loss_sigreg is None else result.loss_sigreg
         share = zero if result.position_share is None else result.position_share
-        scalars = (result.loss, result.loss_pred, result.loss_reg, sigreg, share)
+        rollout = zero if result.loss_rollout is None else result.loss_rollout
+        scalars = (result.loss, result.loss_pred, result.loss_reg, sigreg, share, rollout)
         if self.world_size == 1:
-            # One host sync for the five scalars, not one each.
-            loss, loss_pred, loss_reg, loss_sigreg, pos_share = torch.stack([t.double() for t in scalars]).tolist()
+            # One host sync for the six scalars, not one each.
+            loss, loss_pred, loss_reg, loss_sigreg, pos_share, loss_rollout = torch.stack(
+                [t.double() for t in scalars]
+            ).tolist()
             return dict(
                 loss=loss, loss_pred=loss_pred, loss_reg=loss_reg, loss_sigreg=loss_sigreg, pos_share=pos_share,
-                nonfinite=bool(self.nonfinite), pooled=result.target_pooled,
+                loss_rollout=loss_rollout, nonfinite=bool(self.nonfinite), pooled=result.target_pooled,
             )  # fmt: skip
         losses = torch.stack([t.double() for t in scalars])
         packed = torch.cat([losses, self.nonfinite.double().reshape(1)])
-        loss, loss_pred, loss_reg, loss_sigreg, pos_share, nonfinite = all_reduce_sum(packed).tolist()
+        loss, loss_pred, loss_reg, loss_sigreg, pos_share, loss_rollout, nonfinite = all_reduce_sum(packed).tolist()
         n = self.world_size
         return dict(
             loss=loss / n, loss_pred=loss_pred / n, loss_reg=loss_reg / n, loss_sigreg=loss_sigreg / n,
-            pos_share=pos_share / n, nonfinite=nonfinite > 0, pooled=all_gather_cat(result.target_pooled),
+            pos_share=pos_share / n, loss_rollout=loss_rollout / n, nonfinite=nonfinite > 0,
+            pooled=all_gather_cat(result.target_pooled),
         )  # fmt: skip
 
     def _check_finite(self, nonfinite: bool) -> None:

@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -30,6 +31,7 @@ from jepa.runtime.logging_utils import setup_logging
 
 if TYPE_CHECKING:
     from jepa.config.anticipation import AnticipationConfig
+    from jepa.config.planning import PlanningConfig
 
 logger = logging.getLogger("evals.main")
 
@@ -46,6 +48,7 @@ EVAL_PACKAGES = {
     "action_anticipation_frozen": "evals.action_anticipation_frozen",
     "video_classification_finetune": "evals.video_classification_frozen",
     "image_classification_finetune": "evals.image_classification_frozen",
+    "planning": "evals.planning",  # world-model planning (app vjepa_droid checkpoints): MPC episodes, no probes
 }
 # The headline metrics a summary may carry, in the order they are printed.
 _METRICS = (("top1", "top-1"), ("top5", "top-5"), ("verb_recall5", "verb recall@5"),
@@ -53,7 +56,7 @@ _METRICS = (("top1", "top-1"), ("top5", "top-5"), ("verb_recall5", "verb recall@
 
 
 def run(
-    cfg: "EvalConfig | AnticipationConfig",
+    cfg: "EvalConfig | AnticipationConfig | PlanningConfig",
     device: torch.device | str,
     *,
     rank: int = 0,
@@ -67,7 +70,15 @@ def run(
 
 def _print_summary(summary: dict[str, Any], folder: str) -> None:
     """One line of results: the metrics the summary has (classification: top-1 / top-5; anticipation: recall@5
-    of verbs, nouns and actions), then, with several probes, each probe's row."""
+    of verbs, nouns and actions; planning: success rate and mean final distance per method), then, with several
+    probes, each probe's row."""
+    if summary.get("eval_name") == "planning":
+        parts = [f"{m} {r['success_rate']:.1f}% success, mean final distance {r['mean_final_distance']:.3f}"
+                 + (f", {r['plan_ms_per_step']:.0f} ms/step" if "plan_ms_per_step" in r else "")
+                 for m, r in summary["methods"].items()]  # fmt: skip
+        print(f"done: planning ({summary.get('tag')}), {summary['episodes']} episodes of {summary['steps']} steps, "
+              f"world model {summary['checkpoint']}: {'; '.join(parts)}; results in {folder}")  # fmt: skip
+        return
     metrics = ", ".join(f"{name} {summary[key]:.2f}%" for key, name in _METRICS if summary.get(key) is not None)
     if "val_samples" in summary and summary["val_samples"] is not None:
         metrics += f" over {describe_val_samples(summary['val_samples'], summary.get('val_unreadable') or 0)}"
@@ -87,15 +98,27 @@ def _print_summary(summary: dict[str, Any], folder: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(stream=sys.stderr if args.validate else sys.stdout)
-    cfg, code = resolve_config(args, load_eval_config)
+    # A planning config names a world-model checkpoint, which jepa.config.checks does not know yet: its eval checks
+    # the file when it loads it.
+    cfg, code = resolve_config(args, load_eval_config, paths=not _is_planning(args.fname))
     if code is not None:
         return code
     run_on_devices(_run_on_rank, args.devices, cfg, args.resume)
     return 0
 
 
+def _is_planning(fname: str) -> bool:
+    from jepa.config.strict import ConfigError, read_yaml_sections
+
+    try:
+        return read_yaml_sections(Path(fname)).get("eval_name") == "planning"
+    except (ConfigError, OSError):
+        return False  # resolve_config reports it
+
+
 def _run_on_rank(
-    rank: int, world_size: int, device: torch.device, cfg: "EvalConfig | AnticipationConfig", resume: bool
+    rank: int, world_size: int, device: torch.device, cfg: "EvalConfig | AnticipationConfig | PlanningConfig",
+    resume: bool,
 ) -> None:
     summary = run(cfg, device, rank=rank, world_size=world_size, resume=resume)
     if rank == 0:

@@ -92,7 +92,15 @@ def check_paths(
 def _check_pretrain(cfg: PretrainConfig, problems: _Problems, resume: bool) -> None:
     d = cfg.data
     kind = d.dataset_type.lower()
-    if cfg.is_video and kind != "moving_digits":  # moving_digits generates its clips
+    if cfg.is_world_model:  # app vjepa_droid: trajectory CSVs (toy_world generates its own)
+        if kind == "droid":
+            for i, csv in enumerate(d.datasets):
+                if not Path(csv).is_file():
+                    problems.add(f"data.datasets[{i}]", csv, f"trajectory list {csv} does not exist")
+        if cfg.meta.pretrain_checkpoint and not Path(cfg.meta.pretrain_checkpoint).is_file():
+            path = cfg.meta.pretrain_checkpoint
+            problems.add("meta.pretrain_checkpoint", path, f"{path} does not exist (the frozen encoder's checkpoint)")
+    elif cfg.is_video and kind != "moving_digits":  # moving_digits generates its clips
         for i, csv in enumerate(d.datasets):
             _check_csv(f"data.datasets[{i}]", Path(csv), problems)
         for i, csv in enumerate(d.val_datasets or []):

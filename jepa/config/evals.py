@@ -50,11 +50,12 @@ from jepa.config.strict import (
 
 if TYPE_CHECKING:
     from jepa.config.anticipation import AnticipationConfig
+    from jepa.config.planning import PlanningConfig
 
 logger = logging.getLogger(__name__)
 
 EVAL_NAMES = ("video_classification_frozen", "image_classification_frozen", "action_anticipation_frozen",
-              "video_classification_finetune", "image_classification_finetune")  # fmt: skip
+              "video_classification_finetune", "image_classification_finetune", "planning")  # fmt: skip
 # What the fine-tuning evals train beyond a probe; errors elsewhere, where the encoder is frozen.
 FINETUNE_KEYS = {"layer_decay": 1.0, "drop_path": 0.0, "ema_decay": None}
 # The official V-JEPA 2 ``model_kwargs.module_name`` of each eval (the wrapper its code builds around the encoder).
@@ -767,12 +768,19 @@ def normalize_vjepa2(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_eval_config(path: str | Path, overrides: list[str] | None = None) -> "EvalConfig | AnticipationConfig":
+def load_eval_config(
+    path: str | Path, overrides: list[str] | None = None
+) -> "EvalConfig | AnticipationConfig | PlanningConfig":
     """Read, normalise, override (``["optimization.lr=1e-4", ...]``) and validate an eval YAML file: an
-    :class:`EvalConfig`, or for ``eval_name: action_anticipation_frozen`` a
-    :class:`jepa.config.anticipation.AnticipationConfig`."""
+    :class:`EvalConfig`, for ``eval_name: action_anticipation_frozen`` a
+    :class:`jepa.config.anticipation.AnticipationConfig`, for ``eval_name: planning`` a
+    :class:`jepa.config.planning.PlanningConfig` (its own schema: no V-JEPA 2 key mapping)."""
     path = Path(path)
     raw = read_yaml_sections(path)
+    if raw.get("eval_name") == "planning":
+        from jepa.config.planning import load_planning_config
+
+        return load_planning_config(path, overrides)
     try:
         raw = apply_overrides(normalize_vjepa2(raw), list(overrides or []))
         if "eval_name" not in raw:

@@ -42,6 +42,8 @@ Pair = tuple[float, float]
 
 IMAGE_DATASET_TYPES = ("ImageFolder", "imagenet", "digits", "mnist5k")  # jepa.image.datasets.make_image_dataset
 VIDEO_DATASET_TYPES = ("VideoDataset", "moving_digits")  # app.pretrain.video_annotation_files
+# app vjepa_droid (jepa.worldmodel): DROID-layout trajectories listed in data.datasets, or the generated toy world.
+WORLD_DATASET_TYPES = ("droid", "toy_world")
 BUILTIN_IMAGES = ("digits", "mnist5k")
 _INT_MIN = "an int >= 1"
 _DEFAULT_FRAMES = 16  # DataConfig.num_frames
@@ -52,7 +54,9 @@ _DEFAULT_FRAME_STEP = 4  # the frame step when no spacing is set (the official V
 class DataConfig:
     """Where samples come from and how a batch is shaped."""
 
-    dataset_type: str = "ImageFolder"  # ImageFolder | imagenet | digits | mnist5k | VideoDataset | moving_digits
+    # ImageFolder | imagenet | digits | mnist5k | VideoDataset | moving_digits | droid | toy_world (app vjepa_droid;
+    # a vjepa_droid file that leaves dataset_type out reads DROID trajectories, as the official ones do)
+    dataset_type: str = "ImageFolder"
     root_path: str | None = None  # ImageFolder: root_path / image_folder / train; moving_digits: where clips go
     image_folder: str | None = None
     datasets: list[str] = field(default_factory=list)  # video annotation CSVs
@@ -89,9 +93,13 @@ class DataConfig:
     use_color_distortion: bool = False
     color_jitter_strength: float = 0.0
     use_gaussian_blur: bool = False
+    # app vjepa_droid: the metadata keys of the recordings a trajectory's clip is drawn from (one at random).
+    camera_views: list[str] = field(default_factory=lambda: ["left_mp4_path"])
+    stereo_view: bool = ignored(False, "the official DROID loader reads it but never uses it")
 
     def __post_init__(self) -> None:
-        check_choice("dataset_type", self.dataset_type, IMAGE_DATASET_TYPES + VIDEO_DATASET_TYPES)
+        check_choice("dataset_type", self.dataset_type, IMAGE_DATASET_TYPES + VIDEO_DATASET_TYPES + WORLD_DATASET_TYPES)
+        require(len(self.camera_views) >= 1, "camera_views", self.camera_views, "at least one metadata key")
         for name in ("batch_size", "crop_size", "patch_size", "num_frames", "tubelet_size", "num_clips"):
             require(getattr(self, name) >= 1, name, getattr(self, name), _INT_MIN)
         require(self.sampling_rate is None or self.sampling_rate >= 1, "sampling_rate", self.sampling_rate,
@@ -162,10 +170,13 @@ class DataAugConfig:
     random_resize_aspect_ratio: Pair = (0.75, 1.35)
     random_resize_scale: Pair = (0.3, 1.0)
     reprob: float = 0.0
+    # The official DROID config's switch; app vjepa_droid resizes frames without augmentation (jepa.worldmodel.data).
+    horizontal_flip: bool = False
 
     def __post_init__(self) -> None:
         check_range("random_resize_aspect_ratio", self.random_resize_aspect_ratio, 0.0, math.inf, lo_open=True)
-        check_range("random_resize_scale", self.random_resize_scale, 0.0, 1.0, lo_open=True)
+        # Above 1 only in the DROID config (app vjepa_droid, which does not crop); app vjepa checks <= 1.
+        check_range("random_resize_scale", self.random_resize_scale, 0.0, math.inf, lo_open=True)
         require(0 <= self.reprob <= 1, "reprob", self.reprob, "a probability in [0, 1]")
 
 
@@ -293,6 +304,9 @@ class ModelConfig:
     wide_silu: bool = True
     drop_path_rate: float = 0.0
     use_activation_checkpointing: bool = False
+    # app vjepa_droid: the action-conditioned predictor's block-causal attention and extrinsics tokens.
+    pred_is_frame_causal: bool = True
+    use_extrinsics: bool = False
 
     def __post_init__(self) -> None:
         check_encoder_size(self.model_name, self.embed_dim, self.depth, self.num_heads)
@@ -338,8 +352,13 @@ class LossConfig:
     target: Literal["ema", "online_stopgrad", "online"] = "ema"
     # app lejepa: the one trade-off of its loss, (1 - lejepa_lambda) * prediction + lejepa_lambda * SIGReg.
     lejepa_lambda: float = 0.05
+    # app vjepa_droid: rollout steps of the rollout L1 term (1: it equals teacher forcing), and whether targets and
+    # predictions are layer-normed (the official files: true; the official code reads a missing key as false).
+    auto_steps: int = 1
+    normalize_reps: bool = True
 
     def __post_init__(self) -> None:
+        require(self.auto_steps >= 1, "auto_steps", self.auto_steps, _INT_MIN)
         require(0 <= self.lejepa_lambda <= 1, "lejepa_lambda", self.lejepa_lambda, "a weight in [0, 1]")
         require(self.loss_exp > 0, "loss_exp", self.loss_exp, "> 0 (the loss is |z - h| ** loss_exp / loss_exp)")
         require(self.reg_coeff >= 0, "reg_coeff", self.reg_coeff, ">= 0")
@@ -381,6 +400,13 @@ class MetaConfig:
     # When that checkpoint's predictor holds another number of mask tokens than this config needs: refuse
     # ("error") or reuse its tokens in turn ("cycle": token i takes the checkpoint's token i % n).
     pretrained_mask_tokens: Literal["error", "cycle"] = "error"
+    # app vjepa_droid: the checkpoint of the frozen encoder (null: a random one, logged), the entry its weights are
+    # read from (target_encoder_key; the encoder is both the context and the target one, so context_encoder_key must
+    # agree), and whether that file's predictor (an AC predictor) initialises the one trained here.
+    pretrain_checkpoint: str | None = None
+    context_encoder_key: Literal["encoder", "target_encoder"] = "target_encoder"
+    target_encoder_key: Literal["encoder", "target_encoder"] = "target_encoder"
+    load_predictor: bool = False
 
     def __post_init__(self) -> None:
         require(0 <= self.seed < 2**32, "seed", self.seed, "an int in [0, 2**32) (what numpy accepts)")
@@ -424,9 +450,12 @@ class OptimizationConfig:
     is_anneal: bool = False
     anneal_ckpt: str | None = None
     resume_anneal: bool = False
+    # app vjepa_droid: epochs of the final linear decay of its warmup-stable-decay LR (jepa.worldmodel.model).
+    anneal: float = 0.0
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", self.epochs, _INT_MIN)
+        require(0 <= self.anneal <= self.epochs, "anneal", self.anneal, f"epochs in [0, epochs={self.epochs}]")
         require(self.warmup >= 0, "warmup", self.warmup, "epochs >= 0")
         if self.warmup > self.ipe_scale * self.epochs:
             # The V-JEPA 2 pretraining files do this (40 warmup epochs of a 10-epoch run): the LR climbs all along.
@@ -507,6 +536,16 @@ def pretrain_model_spec(video: bool, data: DataConfig, model: ModelConfig, use_s
     return ModelSpec(encoder=encoder, predictor=predictor)
 
 
+def world_model_encoder_spec(data: DataConfig, model: ModelConfig, use_sdpa: bool) -> ModelSpec:
+    """``app: vjepa_droid``'s frozen encoder: the ``model`` section's ViT over single frames encoded as static
+    tubelets (``num_frames = tubelet_size``, one time step; with RoPE the official builder's longer ``num_frames``
+    changes nothing), with no predictor in the spec (the AC predictor's keywords: ``jepa.training.builders``)."""
+    one_step = copy.copy(data)
+    one_step.num_frames = data.tubelet_size
+    spec = pretrain_model_spec(True, one_step, model, use_sdpa, 1)
+    return ModelSpec(encoder=spec.encoder)
+
+
 def mask_token_count(mask_configs: int, dataset_fpcs: list[int] | None) -> int:
     """The predictor's mask tokens: one per mask config (V-JEPA, I-JEPA's one), or with V-JEPA 2's
     ``dataset_fpcs`` one per (mask config, entry of ``dataset_fpcs``), as the official code builds them (most stay
@@ -528,6 +567,8 @@ def model_spec_from_config_dict(config: Mapping[str, Any]) -> ModelSpec:
 
     data = section(DataConfig, "data", ("crop_size", "patch_size", "num_frames", "tubelet_size", "dataset_fpcs"))
     meta = section(MetaConfig, "meta", ("use_sdpa",))
+    if config.get("app") == "vjepa_droid":
+        return world_model_encoder_spec(data, section(ModelConfig, "model"), meta.use_sdpa)
     mask = config.get("mask")
     video = config.get("app", "vjepa") == "vjepa"
     tokens = mask_token_count(len(mask) if isinstance(mask, list) else 1, data.dataset_fpcs if video else None)
@@ -565,11 +606,45 @@ class LeJEPAConfig:
 
 
 @dataclass(kw_only=True)
+class ToyWorldConfig:
+    """The built-in toy world of ``app: vjepa_droid`` with ``data.dataset_type: toy_world``
+    (:mod:`jepa.worldmodel.toyworld`): trajectories generated once under ``data.root_path`` (frames of
+    ``data.crop_size`` pixels, written at ``fps``) and read through the DROID loader."""
+
+    num_trajectories: int = 400
+    length: int = 24  # frames per trajectory
+    fps: int = 4
+    radius: float = 0.12  # blob radius, fraction of the canvas side
+    max_step: float = 0.1  # largest move per step along each axis, fraction of the side
+    halo: float = 1.5  # width of the blob's glow, fraction of the side (0: none; jepa.worldmodel.toyworld)
+    # Boxes [x0, y0, x1, y1] in [0, 1] coordinates that the blob cannot enter.
+    obstacles: list[list[float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("num_trajectories", "length", "fps"):
+            require(getattr(self, name) >= 1, name, getattr(self, name), _INT_MIN)
+        require(0 < self.radius < 0.5, "radius", self.radius, "a fraction of the side in (0, 0.5)")
+        require(0 < self.max_step <= 1, "max_step", self.max_step, "a fraction of the side in (0, 1]")
+        require(self.halo >= 0, "halo", self.halo, "a width >= 0 (0: no glow)")
+        for i, box in enumerate(self.obstacles):
+            require(len(box) == 4 and box[0] < box[2] and box[1] < box[3] and all(0 <= v <= 1 for v in box),
+                    f"obstacles[{i}]", box,
+                    "[x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")  # fmt: skip
+
+
+# Keys that only app vjepa_droid reads: (section, key) -> a reason for the warning elsewhere.
+_WORLD_MODEL_KEYS = (("loss", "auto_steps"), ("loss", "normalize_reps"), ("meta", "pretrain_checkpoint"),
+                     ("meta", "context_encoder_key"), ("meta", "target_encoder_key"), ("meta", "load_predictor"),
+                     ("model", "pred_is_frame_causal"), ("model", "use_extrinsics"), ("optimization", "anneal"),
+                     ("data", "camera_views"), ("data_aug", "horizontal_flip"))  # fmt: skip
+
+
+@dataclass(kw_only=True)
 class PretrainConfig:
     """A whole pretraining run. ``app`` picks the modality and objective: ``ijepa`` (images), ``vjepa`` (video) or
     ``lejepa`` (LeJEPA's multi-view recipe on images, its keys in ``lejepa`` and ``loss.lejepa_lambda``)."""
 
-    app: Literal["ijepa", "vjepa", "lejepa"] = "vjepa"
+    app: Literal["ijepa", "vjepa", "lejepa", "vjepa_droid"] = "vjepa"
     nodes: int = 1
     tasks_per_node: int = 1
     # Slurm resources of each task (app.main_distributed; its --cpus-per-task / --mem-per-gpu win when given).
@@ -584,10 +659,17 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     lejepa: LeJEPAConfig = field(default_factory=LeJEPAConfig)
+    toy_world: ToyWorldConfig = field(default_factory=ToyWorldConfig)
 
     @property
     def is_video(self) -> bool:
+        """Masked video pretraining (``app: vjepa``); the world model reads video too but has no masks."""
         return self.app == "vjepa"
+
+    @property
+    def is_world_model(self) -> bool:
+        """``app: vjepa_droid``: an action-conditioned predictor on a frozen encoder (:mod:`jepa.worldmodel`)."""
+        return self.app == "vjepa_droid"
 
     @property
     def num_mask_tokens(self) -> int:
@@ -611,7 +693,10 @@ class PretrainConfig:
         return length_index
 
     def model_spec(self) -> ModelSpec:
-        """The encoder and predictor this run trains (:func:`jepa.models.builder.build_models_from_spec`)."""
+        """The encoder and predictor this run trains (:func:`jepa.models.builder.build_models_from_spec`); for
+        ``app: vjepa_droid`` the frozen encoder alone (:func:`world_model_encoder_spec`)."""
+        if self.is_world_model:
+            return world_model_encoder_spec(self.data, self.model, self.meta.use_sdpa)
         return pretrain_model_spec(self.is_video, self.data, self.model, self.meta.use_sdpa, self.num_mask_tokens)
 
     def __post_init__(self) -> None:
@@ -628,11 +713,14 @@ class PretrainConfig:
             raise ConfigError("mask: an I-JEPA config needs one mask mapping (num_pred_masks, ...), not a list")
         if self.is_video and not self.mask:
             raise ConfigError("mask: the list of mask configs is empty")
-        kinds = VIDEO_DATASET_TYPES if self.is_video else IMAGE_DATASET_TYPES
+        if self.is_world_model and "dataset_type" not in set_fields(d):
+            d.dataset_type = "droid"  # the official files leave it out
+        kinds = VIDEO_DATASET_TYPES if self.is_video else WORLD_DATASET_TYPES if self.is_world_model \
+            else IMAGE_DATASET_TYPES  # fmt: skip
         if d.dataset_type.lower() not in {k.lower() for k in kinds}:
             raise ConfigError(
                 f"data.dataset_type: got {d.dataset_type!r}, but app {self.app} reads "
-                f"{'video' if self.is_video else 'image'} data sets: {', '.join(kinds)}"
+                f"{'image' if kinds is IMAGE_DATASET_TYPES else 'video'} data sets: {', '.join(kinds)}"
             )
         if isinstance(self.mask, ImageMaskConfig):
             if self.mask.patch_size not in (None, d.patch_size):
@@ -643,10 +731,12 @@ class PretrainConfig:
                     f"mask.min_keep: got {self.mask.min_keep}, expected at most the {tokens} tokens of a "
                     f"{d.crop_size} px crop in patches of {d.patch_size}"
                 )
-        if self.is_video and d.num_frames % d.tubelet_size:
+        if self.is_video:
+            check_range("data_aug.random_resize_scale", self.data_aug.random_resize_scale, 0.0, 1.0, lo_open=True)
+        if (self.is_video or self.is_world_model) and d.num_frames % d.tubelet_size:
             raise ConfigError(f"data.num_frames {d.num_frames} is not a multiple of tubelet_size {d.tubelet_size}")
         m = self.model
-        width = dict(video=self.is_video, uniform_power=m.uniform_power, rope=m.use_rope)
+        width = dict(video=self.is_video or self.is_world_model, uniform_power=m.uniform_power, rope=m.use_rope)
         check_position_widths("model.embed_dim", m.size["embed_dim"], m.size["num_heads"], **width)
         check_position_widths("model.pred_embed_dim", m.pred_embed_dim, m.predictor_heads, **width)
         if self.optimization.is_anneal and self.meta.pretrained_checkpoint is not None:
@@ -655,8 +745,66 @@ class PretrainConfig:
                 f": a cooldown starts from optimization.anneal_ckpt ({self.optimization.anneal_ckpt!r}); set one of "
                 "the two"
             )
-        self._check_unused_keys()
+        if self.is_world_model:
+            self._check_world_model()
+        else:
+            self._check_unused_keys()
+            for section, key in _WORLD_MODEL_KEYS:
+                if key in set_fields(getattr(self, section)):
+                    warn_unused(f"{section}.{key}", f"only app vjepa_droid reads it, this is app {self.app}")
+            for key in sorted(set_fields(self.toy_world)):
+                warn_unused(f"toy_world.{key}", f"only app vjepa_droid reads it, this is app {self.app}")
         self._check_lejepa()
+
+    def _check_world_model(self) -> None:
+        """``app: vjepa_droid``: its data (DROID CSVs, or the toy world without them), and the keys of the masked
+        objectives that it ignores (a warning)."""
+        d, kind = self.data, self.data.dataset_type.lower()
+        changed = set_fields(d)
+        if kind == "droid" and not d.datasets:
+            raise ConfigError("data.datasets: lists no trajectory CSV, required for app vjepa_droid on DROID data")
+        if kind == "toy_world" and "datasets" in changed:
+            raise ConfigError(
+                "data.datasets is set, but dataset_type toy_world generates its own trajectories: set "
+                "data.dataset_type: droid to train on the listed CSVs, or remove data.datasets"
+            )
+        if kind == "droid":
+            for key in sorted(set_fields(self.toy_world)):
+                warn_unused(f"toy_world.{key}", "dataset_type is droid (the toy world is not generated)")
+        if d.dataset_fpcs is not None and len(set(d.dataset_fpcs)) > 1:
+            raise ConfigError(f"data.dataset_fpcs {d.dataset_fpcs}: app vjepa_droid trains on one clip length")
+        reason = "app vjepa_droid has no masks (its objective is teacher forcing + rollout)"
+        if isinstance(self.mask, list) or set_fields(self.mask):
+            warn_unused("mask", reason)
+        for key in sorted(set_fields(self.loss) & {"loss_type", "reg_coeff", "center_targets", "sigreg_weight",
+                                                   "sigreg_on", "sigreg_directions", "target"}):  # fmt: skip
+            warn_unused(f"loss.{key}", "app vjepa_droid's loss is L1 teacher forcing + L1 rollout")
+        if "ema" in set_fields(self.optimization):
+            warn_unused("optimization.ema", "app vjepa_droid's encoder is frozen (no EMA)")
+        aug = "app vjepa_droid resizes frames to data.crop_size without augmentation"
+        for key in sorted(set_fields(self.data_aug)):
+            warn_unused(f"data_aug.{key}", aug)
+        for key in sorted(changed & {"crop_scale", "use_horizontal_flip", "use_color_distortion",
+                                     "color_jitter_strength", "use_gaussian_blur", "image_folder", "sampling_rate",
+                                     "clip_duration", "num_clips", "filter_short_videos", "val_datasets"}):  # fmt: skip
+            warn_unused(f"data.{key}", "app vjepa_droid reads trajectory clips at data.fps")
+        for key in sorted(set_fields(self.model) & {"use_mask_tokens", "zero_init_mask_tokens"}):
+            warn_unused(f"model.{key}", "the action-conditioned predictor has no mask tokens")
+        meta = self.meta
+        if meta.context_encoder_key != meta.target_encoder_key:
+            warn_unused("meta.context_encoder_key", "the frozen encoder is both; it is read from target_encoder_key")
+        for key, value in (("meta.pretrained_checkpoint", meta.pretrained_checkpoint),
+                           ("optimization.is_anneal", self.optimization.is_anneal)):  # fmt: skip
+            if value:
+                raise ConfigError(
+                    f"{key}: got {value!r}, but app vjepa_droid starts from meta.pretrain_checkpoint (the frozen "
+                    "encoder, and its predictor with meta.load_predictor) or resumes its own run"
+                )
+        if meta.load_predictor and not meta.pretrain_checkpoint:
+            raise ConfigError("meta.load_predictor is true but meta.pretrain_checkpoint is null: nothing to load")
+        if self.optimization.clip_grad is not None:
+            logger.info("app vjepa_droid: optimization.clip_grad clips the predictor's gradients (the official run "
+                        "does not clip)")  # fmt: skip
 
     def _check_lejepa(self) -> None:
         """``app: lejepa``: local crops on the token grid, and no key of the mask-based objectives that would
@@ -757,7 +905,9 @@ _IJEPA_META_TO_MODEL = {"model_name": "model_name", "pred_depth": "pred_depth", 
 # Keys of the official V-JEPA 2 files that are other names of ours (official key path -> ours), in files and in
 # --set overrides. V-JEPA 2's run folder is the top-level `folder`; its `meta.save_every_freq` keeps a numbered
 # checkpoint every N epochs, as our `meta.checkpoint_freq` does. Both names with different values: an error.
-OFFICIAL_KEY_ALIASES = {"folder": "logging.folder", "meta.save_every_freq": "meta.checkpoint_freq"}
+# V-JEPA 2-AC's `meta.resume_checkpoint` is the file a resumed run reads, our `meta.read_checkpoint`.
+OFFICIAL_KEY_ALIASES = {"folder": "logging.folder", "meta.save_every_freq": "meta.checkpoint_freq",
+                        "meta.resume_checkpoint": "meta.read_checkpoint"}  # fmt: skip
 
 
 def _move_alias(raw: dict[str, Any], official: str, ours: str) -> None:

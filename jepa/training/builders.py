@@ -2,9 +2,12 @@
 batch feeds the JEPA module, the loss and the schedules. ``app.pretrain`` wires them into its trainer; the
 benchmarks use them directly."""
 
+import hashlib
+import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -20,7 +23,14 @@ from jepa.training.meta_arch import ClipGroup, MaskSet
 from jepa.training.schedules import Schedules
 from jepa.video.masks import LengthGroup, MultiLengthMaskCollator
 
-# What a pretraining loader's collate_fn is: one mask collator, or V-JEPA 2's grouping one for several clip lengths.
+if TYPE_CHECKING:
+    from jepa.models.ac_predictor import VisionTransformerPredictorAC
+    from jepa.worldmodel.model import WorldModel
+
+logger = logging.getLogger(__name__)
+
+# What a pretraining loader's collate_fn is: one mask collator (app vjepa_droid's draws no masks), or V-JEPA 2's
+# grouping one for several clip lengths.
 Collator = MaskCollator | MultiLengthMaskCollator
 
 MOVING_DIGITS_VIDEOS = 2000  # clips generated for `dataset_type: moving_digits` (about 20 s, once)
@@ -46,6 +56,84 @@ def build_lejepa(cfg: PretrainConfig, encoder: VisionTransformer) -> LeJEPA:
     )
 
 
+def ac_predictor_kwargs(cfg: PretrainConfig, embed_dim: int) -> dict[str, Any]:
+    """The :func:`jepa.models.ac_predictor.vit_ac_predictor` keywords of an ``app: vjepa_droid`` config over an
+    encoder of width ``embed_dim`` (the official ``init_video_model``'s mapping; 7-number actions and states)."""
+    d, m = cfg.data, cfg.model
+    return dict(
+        img_size=d.crop_size, patch_size=d.patch_size, num_frames=d.num_frames, tubelet_size=d.tubelet_size,
+        embed_dim=embed_dim, predictor_embed_dim=m.pred_embed_dim, depth=m.pred_depth, num_heads=m.predictor_heads,
+        uniform_power=m.uniform_power, use_rope=m.use_rope, is_frame_causal=m.pred_is_frame_causal,
+        use_extrinsics=m.use_extrinsics, use_sdpa=cfg.meta.use_sdpa,
+        use_activation_checkpointing=m.use_activation_checkpointing, action_embed_dim=7,
+        square_rope_grid=False,  # trained here: true positions (the square grid is a release quirk)
+    )  # fmt: skip
+
+
+def build_world_model(cfg: PretrainConfig) -> "WorldModel":
+    """``app: vjepa_droid``: the frozen encoder (``meta.pretrain_checkpoint``'s ``meta.target_encoder_key`` entry,
+    loaded strictly, or a random one when no checkpoint is given: logged), the AC predictor (from that file's
+    ``predictor`` with ``meta.load_predictor``) and the objective of ``cfg.loss``."""
+    from jepa.checkpoint import extract_state_dict, load_encoder, load_strict
+    from jepa.models.ac_predictor import vit_ac_predictor
+    from jepa.models.builder import build_encoder_from_spec
+    from jepa.worldmodel.model import WorldModel
+
+    meta, spec = cfg.meta, cfg.model_spec()
+    if meta.pretrain_checkpoint:
+        encoder = load_encoder(meta.pretrain_checkpoint, which=meta.target_encoder_key, spec=spec)
+        logger.info("frozen encoder: %s [%s]", meta.pretrain_checkpoint, meta.target_encoder_key)
+    else:
+        encoder = build_encoder_from_spec(spec)
+        logger.warning("meta.pretrain_checkpoint is null: the frozen encoder is randomly initialised")
+    predictor: VisionTransformerPredictorAC = vit_ac_predictor(**ac_predictor_kwargs(cfg, encoder.embed_dim))
+    if meta.load_predictor:
+        assert meta.pretrain_checkpoint is not None  # PretrainConfig checks it
+        state = extract_state_dict(meta.pretrain_checkpoint, ("predictor",))
+        load_strict(predictor, state, f"{meta.pretrain_checkpoint} [predictor]")
+    return WorldModel(encoder, predictor, auto_steps=cfg.loss.auto_steps, loss_exp=cfg.loss.loss_exp,
+                      normalize_reps=cfg.loss.normalize_reps)  # fmt: skip
+
+
+def toy_world_of(cfg: PretrainConfig) -> Any:
+    """The :class:`jepa.worldmodel.toyworld.ToyWorld` of a config's ``toy_world`` section (frames of
+    ``data.crop_size`` pixels)."""
+    from jepa.worldmodel.toyworld import ToyWorld
+
+    t = cfg.toy_world
+    return ToyWorld(size=cfg.data.crop_size, radius=t.radius, max_step=t.max_step, halo=t.halo,
+                    obstacles=tuple(tuple(b) for b in t.obstacles))  # type: ignore[misc]  # fmt: skip
+
+
+def trajectory_csvs(cfg: PretrainConfig) -> list[str]:
+    """The trajectory CSVs of an ``app: vjepa_droid`` config; ``toy_world`` generates its trajectories (once)
+    under ``data.root_path``."""
+    d = cfg.data
+    if d.dataset_type.lower() != "toy_world":
+        return list(d.datasets)
+    from jepa.worldmodel.toyworld import write_toy_trajectories
+
+    t = cfg.toy_world
+    # One folder per world and generator setting, so that changing one of them generates afresh.
+    key = json.dumps([d.crop_size, t.length, t.fps, t.radius, t.max_step, t.halo, t.obstacles, cfg.meta.seed])
+    root = Path(d.root_path or "runs/data/toy_world") / f"{d.crop_size}px_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    csv = write_toy_trajectories(root, num_trajectories=t.num_trajectories, length=t.length, world=toy_world_of(cfg),
+                                 fps=t.fps, seed=cfg.meta.seed)  # fmt: skip
+    return [str(csv)]
+
+
+def _trajectory_data(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, Collator]:
+    from jepa.worldmodel.data import NoMasks, TrajectoryDataset
+
+    d = cfg.data
+    dataset = TrajectoryDataset(
+        trajectory_csvs(cfg), frames_per_clip=d.num_frames, fps=d.fps, crop_size=d.crop_size,
+        camera_views=d.camera_views, decoder=d.decoder, on_error="random", max_bad_fraction=d.max_bad_fraction,
+        seed=seed,
+    )  # fmt: skip
+    return dataset, NoMasks(seed)
+
+
 def build_dataset_and_collator(
     cfg: PretrainConfig, seed: int, *, moving_digits_videos: int = MOVING_DIGITS_VIDEOS
 ) -> tuple[MapDataset, Collator]:
@@ -55,6 +143,8 @@ def build_dataset_and_collator(
     is its multi-crop views (:mod:`jepa.image.multiview`)."""
     if cfg.app == "lejepa":
         return _multiview_data(cfg, seed)
+    if cfg.is_world_model:
+        return _trajectory_data(cfg, seed)
     if cfg.is_video:
         return _video_data(cfg, seed, moving_digits_videos)
     return _image_data(cfg, seed)
@@ -214,6 +304,10 @@ def clip_groups(cfg: PretrainConfig, batch: Any, device: torch.device | str = "c
     """
     if cfg.app == "lejepa":
         return multiview_groups(batch, device)
+    if cfg.is_world_model:
+        from jepa.worldmodel.model import trajectory_batch
+
+        return [trajectory_batch(batch, device)]
     parts: Sequence[tuple[int, Any, list[Tensor], list[Tensor]]]
     if isinstance(batch, list) and all(isinstance(g, LengthGroup) for g in batch):
         parts = batch
@@ -240,8 +334,18 @@ def loss_type_for(cfg: PretrainConfig) -> str:
     return "l1" if cfg.is_video else "smooth_l1"
 
 
-def pretrain_schedules(opt: OptimizationConfig, ipe: int) -> Schedules:
-    """The LR, weight-decay and EMA schedules of ``optimization`` for epochs of ``ipe`` iterations."""
+def pretrain_schedules(opt: OptimizationConfig, ipe: int, *, world_model: bool = False) -> Schedules:
+    """The LR, weight-decay and EMA schedules of ``optimization`` for epochs of ``ipe`` iterations; with
+    ``world_model`` (app vjepa_droid) the official warmup-stable-decay LR, decaying over ``optimization.anneal``
+    epochs (:class:`jepa.worldmodel.model.WSDSchedules`)."""
+    if world_model:
+        from jepa.worldmodel.model import WSDSchedules
+
+        return WSDSchedules(
+            ipe=ipe, epochs=opt.epochs, ipe_scale=opt.ipe_scale, warmup_epochs=opt.warmup, start_lr=opt.start_lr,
+            lr=opt.lr, final_lr=opt.final_lr, weight_decay=opt.weight_decay,
+            final_weight_decay=opt.final_weight_decay, ema=opt.ema, anneal_epochs=opt.anneal,
+        )  # fmt: skip
     return Schedules(
         ipe=ipe,
         epochs=opt.epochs,

@@ -33,6 +33,8 @@ class JEPAOutput:
     loss_sigreg: Tensor | None = None  # the SIGReg statistic of the context embeddings (None: not computed)
     # Share of the target tokens' variance that their grid position alone explains (detached, a 0-dim tensor).
     position_share: Tensor | None = None
+    # app vjepa_droid (jepa.worldmodel.model): the rollout term; loss_pred is then the teacher-forcing term.
+    loss_rollout: Tensor | None = None
 
 
 @dataclass(frozen=True)
