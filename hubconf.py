@@ -1,4 +1,5 @@
-"""torch.hub entry points: the official I-JEPA, V-JEPA and V-JEPA 2 encoders, frozen and in eval mode.
+"""torch.hub entry points: the official I-JEPA, V-JEPA and V-JEPA 2 encoders, frozen and in eval mode, and the
+official V-JEPA 2 / 2.1 hub names.
 
     encoder = torch.hub.load("<owner>/<repo>", "vjepa_vitl16")                      # downloads the weights
     encoder = torch.hub.load(repo_dir, "ijepa_vith14_in1k", source="local", pretrained=False)
@@ -41,3 +42,17 @@ vjepa2_vit_large = _official_entry_point("vjepa2_vit_large")
 vjepa2_vit_huge = _official_entry_point("vjepa2_vit_huge")
 vjepa2_vit_giant = _official_entry_point("vjepa2_vit_giant")
 vjepa2_vit_giant_384 = _official_entry_point("vjepa2_vit_giant_384")
+
+# V-JEPA 2.1 under its official names: (encoder, predictor), trainable, as the official hub returns them.
+vjepa2_1_vit_base_384 = _official_entry_point("vjepa2_1_vit_base_384")
+vjepa2_1_vit_large_384 = _official_entry_point("vjepa2_1_vit_large_384")
+vjepa2_1_vit_giant_384 = _official_entry_point("vjepa2_1_vit_giant_384")
+vjepa2_1_vit_gigantic_384 = _official_entry_point("vjepa2_1_vit_gigantic_384")
+
+
+def vjepa2_ac_vit_giant(*, pretrained: bool = True, **kwargs):  # type: ignore[no-untyped-def]
+    """V-JEPA 2-AC: the ViT-g encoder (256 px, RoPE) and its action-conditioned predictor, ``(encoder, predictor)``
+    as the official hub returns them (``checkpoint=`` a local file instead of the download)."""
+    from jepa.worldmodel.load import vjepa2_ac_vit_giant as make
+
+    return make(pretrained=pretrained, **kwargs)

@@ -113,9 +113,13 @@ _REFUSED_OBJECT = re.compile(r"Can only (?:create new object|build)|unrecognized
 # save_safetensors' metadata keys (safetensors metadata values are strings), and the checkpoint keys of each network.
 _META_NETWORK = "jepa.network"
 _META_CONFIG = "jepa.config"
+# The entries of a training checkpoint that hold an encoder: the EMA one, the context one, and V-JEPA 2.1's
+# distilled releases' `ema_encoder` (the student's EMA weights).
+ENCODER_KEYS = ("target_encoder", "encoder", "ema_encoder")
 _NETWORK_KEYS = {
     "target_encoder": ("target_encoder",),
     "encoder": ("encoder",),
+    "ema_encoder": ("ema_encoder",),
     "predictor": ("predictor",),
     "classifier": ("classifier", "classifiers"),
 }
@@ -506,6 +510,17 @@ def encoder_kwargs_from_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str
     if video:
         out["tubelet_size"] = w.shape[2]
     out.update(_mlp_kwargs(state_dict, "blocks.0", w.shape[0]))
+    # V-JEPA 2.1's weights: an image tokenizer, modality embeddings, per-level norms. Only 2.1 has those norms, so
+    # they also stand for its RoPE (pairwise layout, positions rescaled to the reference grid), which weights
+    # cannot show; keywords override.
+    if "patch_embed_img.proj.weight" in state_dict:
+        out["img_temporal_dim_size"] = state_dict["patch_embed_img.proj.weight"].shape[2]
+    if "img_mod_embed" in state_dict:
+        out["modality_embedding"] = True
+    if "norms_block.0.weight" in state_dict:
+        out["deep_supervision"] = True
+        if out["use_rope"]:
+            out.update(rope_layout="pairwise", interpolate_rope=out["patch_size"] in (14, 16))
     return out
 
 
@@ -530,7 +545,8 @@ def load_encoder(
     Args:
         path_or_state: a training checkpoint (``encoder`` / ``target_encoder`` inside), a dict loaded from one, or
             a plain encoder state dict.
-        which: ``"target_encoder"`` (the EMA weights, what the papers evaluate) or ``"encoder"``.
+        which: ``"target_encoder"`` (the EMA weights, what the papers evaluate), ``"encoder"``, or
+            ``"ema_encoder"`` (where V-JEPA 2.1's distilled releases keep the student's EMA weights).
         model_name: a released size (``"vit_large"``, ...). When omitted, the width and depth read from the weights
             pick a released size if one matches, otherwise :class:`VisionTransformer` is built from the weights'
             shapes and ``model_kwargs`` (which must then give ``num_heads``).
@@ -540,8 +556,8 @@ def load_encoder(
         **model_kwargs: any :class:`VisionTransformer` keyword (``img_size``, ``num_frames``, ``use_sdpa``, ...);
             they override what is read from the weights. A position table of another resolution is resampled.
     """
-    if which not in ("target_encoder", "encoder"):
-        raise ValueError(f"which must be 'target_encoder' or 'encoder', got {which!r}")
+    if which not in ENCODER_KEYS:
+        raise ValueError(f"which must be one of {', '.join(map(repr, ENCODER_KEYS))}, got {which!r}")
     source = _source(path_or_state)
     state_dict = extract_state_dict(path_or_state, (which,))
     if spec is not None:
@@ -599,7 +615,9 @@ def _encoder_from_weights(
 def load_predictor(
     path_or_state: PathOrState, *, spec: ModelSpec | None = None, **predictor_kwargs: Any
 ) -> VisionTransformerPredictor:
-    """A frozen predictor (eval mode) from a training checkpoint's ``predictor`` or a plain state dict.
+    """A frozen predictor (eval mode) from a training checkpoint's ``predictor`` or a plain state dict; an
+    action-conditioned (V-JEPA 2-AC) file gives a :class:`jepa.models.ac_predictor.VisionTransformerPredictorAC`
+    (its keywords as :func:`jepa.worldmodel.load.load_ac_predictor` takes them).
 
     With ``spec`` (a :class:`jepa.config.spec.ModelSpec` with a predictor) the predictor is built from it as it is, and
     ``predictor_kwargs`` are left out. Otherwise:
@@ -612,8 +630,17 @@ def load_predictor(
     """
     source = _source(path_or_state)
     state_dict = extract_state_dict(path_or_state, ("predictor",))
-    if "predictor_embed.weight" not in state_dict:
-        raise CheckpointError(f"{source}: not predictor weights (no predictor_embed.weight)")
+    if "action_encoder.weight" in state_dict:  # a V-JEPA 2-AC predictor (jepa.worldmodel.load)
+        if spec is not None:
+            raise TypeError("load_predictor: spec= describes a mask-token predictor; pass an AC predictor's keywords")
+        from jepa.worldmodel.load import load_ac_predictor
+
+        if "num_heads" not in predictor_kwargs:
+            raise CheckpointError(f"{source}: an AC predictor's number of heads cannot be read from weights; pass "
+                                  "num_heads= (16 for the release)")
+        return load_ac_predictor(state_dict, **predictor_kwargs)  # type: ignore[return-value]
+    if "predictor_embed.weight" not in state_dict and "predictor_embed.0.weight" not in state_dict:
+        raise CheckpointError(f"{source}: not predictor weights (no predictor_embed.weight / predictor_embed.0.weight)")
     if spec is not None:
         if predictor_kwargs:
             raise TypeError("load_predictor: spec= fixes the architecture; leave out other keywords")
@@ -623,10 +650,16 @@ def load_predictor(
         return _freeze(model)
     if "num_heads" not in predictor_kwargs:
         raise CheckpointError(f"{source}: the predictor's number of heads cannot be read from weights; pass num_heads=")
-    embed = state_dict["predictor_embed.weight"]
+    if "predictor_embed.weight" in state_dict:
+        embed = state_dict["predictor_embed.weight"]
+        embed_dim, levels = embed.shape[1], 1
+    else:  # V-JEPA 2.1's multi-level embedding: Linear(levels * D, D) -> act -> Linear(D, predictor width)
+        embed = state_dict["predictor_embed.2.weight"]
+        embed_dim = embed.shape[1]
+        levels = state_dict["predictor_embed.0.weight"].shape[1] // embed_dim
     n_tokens = _count_indexed(state_dict, "mask_tokens.") or int("mask_token" in state_dict)
     inferred: dict[str, Any] = {
-        "embed_dim": embed.shape[1],
+        "embed_dim": embed_dim,
         "predictor_embed_dim": embed.shape[0],
         "depth": _count_indexed(state_dict, "predictor_blocks."),
         "num_mask_tokens": max(n_tokens, 1),
@@ -634,6 +667,16 @@ def load_predictor(
         "use_rope": "predictor_pos_embed" not in state_dict,
         **_mlp_kwargs(state_dict, "predictor_blocks.0", embed.shape[0]),
     }
+    # V-JEPA 2.1's options, read from the weights: levels, prediction width, dense prediction, modality embeddings.
+    if levels > 1:
+        inferred["n_output_distillation"] = levels
+    out_width = state_dict["predictor_proj.weight"].shape[0] if "predictor_proj.weight" in state_dict else None
+    if out_width is not None and out_width != levels * embed_dim:
+        inferred["out_embed_dim"] = out_width // levels
+    if "predictor_proj_context.weight" in state_dict:
+        inferred["return_all_tokens"] = True
+    if "img_mod_embed" in state_dict:
+        inferred.update(modality_embedding=True, img_temporal_dim_size=1)
     merged = {**inferred, **predictor_kwargs}
     if "num_patches" not in merged:
         if inferred["use_rope"]:

@@ -21,7 +21,10 @@ mean / std, interpolation, crop fraction), from which its evaluation preprocessi
 
 The official V-JEPA 2 hub names (``vjepa2_vit_large``, ``vjepa2_vit_huge``, ``vjepa2_vit_giant``,
 ``vjepa2_vit_giant_384``, ``vjepa2_preprocessor``) are here too, with the official keywords and return values
-(:func:`official_entry_point`, :func:`vjepa2_preprocessor`).
+(:func:`official_entry_point`, :func:`vjepa2_preprocessor`), and so are V-JEPA 2.1's releases under their official
+names (``vjepa2_1_vit_base_384``, ``vjepa2_1_vit_large_384``, ``vjepa2_1_vit_giant_384``,
+``vjepa2_1_vit_gigantic_384``; the table :data:`VJEPA2_1_RELEASES`): image and video tokenizers, modality
+embeddings, four deep-supervised levels, the pairwise RoPE with ``interpolate_rope``, and a dense predictor.
 """
 
 import logging
@@ -37,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from jepa.checkpoint import (
+    ENCODER_KEYS,
     CheckpointError,
     PathOrState,
     extract_state_dict,
@@ -140,6 +144,8 @@ class Release:
         predictor: the predictor's ``predictor_embed_dim``, ``depth``, ``num_heads`` and ``num_mask_tokens``
             (:class:`jepa.config.spec.PredictorSpec` fields).
         encoder_extra: further :class:`VisionTransformer` keywords (:class:`jepa.config.spec.EncoderSpec` fields).
+        encoder_key: the file's entry that holds the released encoder (what ``which`` defaults to):
+            ``"target_encoder"`` (the EMA encoder), or ``"ema_encoder"`` for V-JEPA 2.1's distilled students.
     """
 
     name: str
@@ -154,6 +160,7 @@ class Release:
     use_rope: bool = False
     predictor: Mapping[str, Any] = field(default_factory=dict)
     encoder_extra: Mapping[str, Any] = field(default_factory=dict)
+    encoder_key: str = "target_encoder"
 
     def spec(self, **overrides: Any) -> ModelSpec:
         """The release's encoder and predictor as a :class:`jepa.config.spec.ModelSpec`.
@@ -222,6 +229,32 @@ def _vjepa2(name: str, file: str, model_name: str, img_size: int) -> Release:
     )  # fmt: skip
 
 
+def _vjepa2_1(name: str, file: str, model_name: str, distilled: bool) -> Release:
+    # V-JEPA 2.1 (the official hub's _make_vjepa2_1_model): 384 px, 64 frames, tubelets of 2, RoPE in the pairwise
+    # layout with interpolate_rope, an image tokenizer for 1-frame inputs, modality embeddings and four
+    # deep-supervised levels. Predictor width 384, 12 heads, 8 mask tokens, dense (predictor_proj_context). ViT-g/G:
+    # depth 24, four levels in and out. ViT-B/L, distilled from ViT-G and stored under `ema_encoder`: depth 12, the
+    # last level in, the teacher's last level (1664 wide) out: their predictors take the encoders' inference output
+    # (the last level), as the official hub builds them (its encoders keep four levels in training mode; pass
+    # n_output_distillation=1 for one). The official hub passes interpolate_rope to the encoder only, so its
+    # predictors decode RoPE positions unscaled: so do these.
+    encoder = dict(img_temporal_dim_size=1, modality_embedding=True, deep_supervision=True, rope_layout="pairwise",
+                   interpolate_rope=True)  # fmt: skip
+    predictor: dict[str, Any] = dict(predictor_embed_dim=384, depth=12 if distilled else 24, num_heads=12,
+                                     num_mask_tokens=8, return_all_tokens=True, interpolate_rope=False)  # fmt: skip
+    if distilled:
+        predictor.update(n_output_distillation=1, teacher_embed_dim=VJEPA2_1_TEACHER_EMBED_DIM)
+    else:
+        predictor.update(n_output_distillation=4)
+    return Release(
+        name, "V-JEPA 2.1", f"{_VJEPA2_URL}/{file}", model_name, 384, 16, num_frames=64, tubelet_size=2,
+        use_rope=True, predictor=predictor, encoder_extra=encoder,
+        encoder_key="ema_encoder" if distilled else "target_encoder",
+    )  # fmt: skip
+
+
+VJEPA2_1_TEACHER_EMBED_DIM = 1664  # the ViT-G teacher of the distilled V-JEPA 2.1 ViT-B / ViT-L
+
 RELEASES: dict[str, Release] = {
     r.name: r
     for r in (
@@ -240,13 +273,33 @@ RELEASES: dict[str, Release] = {
 }
 
 
+# V-JEPA 2.1's releases, under the official hub names (their torch.hub entry points are official-style, see
+# official_entry_point). A table of their own beside RELEASES; get_release and create_model read both.
+VJEPA2_1_RELEASES: dict[str, Release] = {
+    r.name: r
+    for r in (
+        _vjepa2_1("vjepa2_1_vit_base_384", "vjepa2_1_vitb_dist_vitG_384.pt", "vit_base", distilled=True),
+        _vjepa2_1("vjepa2_1_vit_large_384", "vjepa2_1_vitl_dist_vitG_384.pt", "vit_large", distilled=True),
+        _vjepa2_1("vjepa2_1_vit_giant_384", "vjepa2_1_vitg_384.pt", "vit_giant_xformers", distilled=False),
+        _vjepa2_1("vjepa2_1_vit_gigantic_384", "vjepa2_1_vitG_384.pt", "vit_gigantic_xformers", distilled=False),
+    )
+}
+
+
+def _release_names() -> list[str]:
+    return [*RELEASES, *VJEPA2_1_RELEASES]
+
+
 def get_release(name: str | Release) -> Release:
-    """The :class:`Release` called ``name`` (a :class:`Release` is returned as it is)."""
+    """The :class:`Release` called ``name`` in :data:`RELEASES` or :data:`VJEPA2_1_RELEASES` (a :class:`Release`
+    is returned as it is)."""
     if isinstance(name, Release):
         return name
-    if name not in RELEASES:
-        raise ValueError(f"unknown release {name!r}; known: {', '.join(RELEASES)}")
-    return RELEASES[name]
+    if name in RELEASES:
+        return RELEASES[name]
+    if name in VJEPA2_1_RELEASES:
+        return VJEPA2_1_RELEASES[name]
+    raise ValueError(f"unknown release {name!r}; known: {', '.join(_release_names())}")
 
 
 def download(release: str | Release, progress: bool = True) -> Path:
@@ -267,7 +320,8 @@ def _drop_unused_rope_tables(state: Mapping[str, Any], source: str) -> dict[str,
     official hub loads these files with ``strict=False``, noting that their state dicts hold ``pos_embed``). Drop
     exactly those keys, logged, and nothing else, so that the rest still loads strictly."""
     out = dict(state)
-    for part, key in (("target_encoder", "pos_embed"), ("encoder", "pos_embed"), ("predictor", "predictor_pos_embed")):
+    parts = [(part, "pos_embed") for part in ENCODER_KEYS] + [("predictor", "predictor_pos_embed")]
+    for part, key in parts:
         if part not in out:
             continue
         weights = extract_state_dict({part: out[part]}, (part,))
@@ -283,7 +337,7 @@ def load(
     *,
     pretrained: bool = ...,
     checkpoint: PathOrState | None = ...,
-    which: str = ...,
+    which: str | None = ...,
     with_predictor: Literal[False] = ...,
     progress: bool = ...,
     **kwargs: Any,
@@ -296,7 +350,7 @@ def load(
     *,
     pretrained: bool = ...,
     checkpoint: PathOrState | None = ...,
-    which: str = ...,
+    which: str | None = ...,
     with_predictor: Literal[True],
     progress: bool = ...,
     **kwargs: Any,
@@ -309,7 +363,7 @@ def load(
     *,
     pretrained: bool = ...,
     checkpoint: PathOrState | None = ...,
-    which: str = ...,
+    which: str | None = ...,
     with_predictor: bool,
     progress: bool = ...,
     **kwargs: Any,
@@ -321,7 +375,7 @@ def load(
     *,
     pretrained: bool = True,
     checkpoint: PathOrState | None = None,
-    which: str = "target_encoder",
+    which: str | None = None,
     with_predictor: bool = False,
     progress: bool = True,
     **kwargs: Any,
@@ -334,8 +388,9 @@ def load(
             False (and no ``checkpoint``) gives the architecture with random weights.
         checkpoint: a local checkpoint file (or a dict loaded from one) to load instead of the download, in the
             official layout (``encoder`` / ``target_encoder`` / ``predictor``, ``module.`` prefixes allowed).
-        which: ``"target_encoder"`` (the EMA encoder, what the papers evaluate) or ``"encoder"`` (the context
-            encoder).
+        which: ``"target_encoder"`` (the EMA encoder, what the papers evaluate), ``"encoder"`` (the context
+            encoder) or ``"ema_encoder"`` (V-JEPA 2.1's distilled students); None: the release's
+            :attr:`Release.encoder_key`.
         with_predictor: also return the predictor (from ``predictor``), frozen too.
         progress: show a progress bar while downloading.
         **kwargs: :class:`VisionTransformer` keywords that override the release's (``num_frames``, ``img_size``,
@@ -351,8 +406,9 @@ def load(
             missing, unexpected or mis-shaped keys) or the file lacks ``which`` / ``predictor``.
     """
     release = get_release(release)
-    if which not in ("target_encoder", "encoder"):
-        raise ValueError(f"which must be 'target_encoder' or 'encoder', got {which!r}")
+    which = release.encoder_key if which is None else which
+    if which not in ENCODER_KEYS:
+        raise ValueError(f"which must be one of {', '.join(map(repr, ENCODER_KEYS))}, got {which!r}")
     spec = release.spec(**kwargs)
     if with_predictor and spec.predictor is None:
         raise ValueError(f"release {release.name} has no predictor")
@@ -400,13 +456,13 @@ def _frozen(model: M) -> M:
 def entry_point(name: str) -> Callable[..., Loaded]:
     """A torch.hub entry point for the release ``name`` (what ``hubconf.py`` exports); the release is looked up
     in :data:`RELEASES` at call time."""
-    release = RELEASES[name]
+    release = get_release(name)
 
     def make(
         pretrained: bool = True,
         *,
         checkpoint: PathOrState | None = None,
-        which: str = "target_encoder",
+        which: str | None = None,
         with_predictor: bool = False,
         **kwargs: Any,
     ) -> Loaded:
@@ -420,7 +476,7 @@ def entry_point(name: str) -> Callable[..., Loaded]:
         f"{release.paper} {release.model_name}, patch {release.patch_size}, {release.img_size} px "
         f"({grid}; {pos}), frozen and in eval mode.\n\n"
         f"Weights: {release.url}. Arguments as :func:`jepa.hub.load`: ``pretrained`` downloads them, "
-        "``checkpoint=`` loads a local file instead, ``which=`` picks ``target_encoder`` or ``encoder``, "
+        f"``checkpoint=`` loads a local file instead, ``which=`` picks the encoder (default {release.encoder_key}), "
         "``with_predictor=True`` returns ``(encoder, predictor)``; other keywords override the architecture "
         "(``num_frames``, ``img_size``, ...)."
     )
@@ -444,7 +500,7 @@ def create_model(
     pretrained: bool = False,
     checkpoint_path: str | os.PathLike | None = None,
     *,
-    which: str = "target_encoder",
+    which: str | None = None,
     **kwargs: Any,
 ) -> VisionTransformer:
     """An encoder by name, as timm's ``create_model``: a release of :data:`RELEASES` or a size of
@@ -455,13 +511,14 @@ def create_model(
         name: ``"vjepa2_vitl"``, ``"ijepa_vith14_in1k"``, ... or ``"vit_large"``, ...
         pretrained: load the release's weights (downloaded once, see :func:`download`); a bare size has none.
         checkpoint_path: a local checkpoint (official layout, or a plain state dict) to load instead.
-        which: the encoder of a training checkpoint: ``"target_encoder"`` (EMA) or ``"encoder"``.
+        which: the encoder of a training checkpoint: ``"target_encoder"`` (EMA), ``"encoder"`` or ``"ema_encoder"``;
+            None: the release's :attr:`Release.encoder_key` (``"target_encoder"`` for a bare size).
         **kwargs: architecture overrides, the :class:`VisionTransformer` keywords (``num_frames``, ``img_size``,
             ``drop_path_rate``, ``use_activation_checkpointing``, ...), through :meth:`Release.spec` (or, for a
             size, :meth:`jepa.config.spec.EncoderSpec.of`); a misspelt one is a ``TypeError``.
     """
-    if name in RELEASES:
-        release = RELEASES[name]
+    if name in RELEASES or name in VJEPA2_1_RELEASES:
+        release = get_release(name)
         spec = release.spec(**kwargs)
         url: str | None = release.url
         if pretrained or checkpoint_path is not None:
@@ -470,15 +527,18 @@ def create_model(
             model = build_encoder_from_spec(spec)
     elif name in VIT_SIZES:
         if pretrained:
-            raise ValueError(f"{name} is a size without released weights; name a release: {', '.join(RELEASES)}")
+            names = ", ".join(_release_names())
+            raise ValueError(f"{name} is a size without released weights; name a release: {names}")
         spec = ModelSpec(encoder=EncoderSpec.of(name, **kwargs))
         url = None
         if checkpoint_path is not None:
-            model = _as_built(load_encoder(checkpoint_path, which=which, spec=spec))
+            model = _as_built(load_encoder(checkpoint_path, which=which or "target_encoder", spec=spec))
         else:
             model = build_encoder_from_spec(spec)
     else:
-        raise ValueError(f"unknown model {name!r}; releases: {', '.join(RELEASES)}; sizes: {', '.join(VIT_SIZES)}")
+        raise ValueError(
+            f"unknown model {name!r}; releases: {', '.join(_release_names())}; sizes: {', '.join(VIT_SIZES)}"
+        )
     model.pretrained_cfg = PretrainedCfg.of(spec, url=url).to_dict()
     return model
 
@@ -493,34 +553,37 @@ OFFICIAL_HUB_NAMES = {
 
 
 def official_entry_point(name: str) -> Callable[..., tuple[VisionTransformer, VisionTransformerPredictor]]:
-    """The official V-JEPA 2 hub entry point ``name`` (a key of :data:`OFFICIAL_HUB_NAMES`), a drop-in for
-    ``torch.hub.load("facebookresearch/vjepa2", name)``.
+    """The official V-JEPA 2 / 2.1 hub entry point ``name`` (a key of :data:`OFFICIAL_HUB_NAMES` or of
+    :data:`VJEPA2_1_RELEASES`), a drop-in for ``torch.hub.load("facebookresearch/vjepa2", name)``.
 
     As the official one it takes ``pretrained`` (keyword only, default True) and architecture keywords (``num_frames``,
     ``patch_size``, ``tubelet_size``, ``use_sdpa``, ``use_activation_checkpointing``, ... which reach encoder and
-    predictor alike), loads the checkpoint's ``encoder`` (the official hub's choice; ``which="target_encoder"`` takes
-    the EMA one) and returns ``(encoder, predictor)`` trainable and in training mode, as built. Unlike the official
-    one it loads strictly (only the unused position tables of the files are dropped, logged), and also takes
-    ``checkpoint=`` (a local file instead of the download) and ``img_size``.
+    predictor alike), loads the encoder the official hub loads (V-JEPA 2: the checkpoint's ``encoder``;
+    ``which="target_encoder"`` takes the EMA one; V-JEPA 2.1: ``target_encoder``, or ``ema_encoder`` for the
+    distilled ViT-B / ViT-L) and returns ``(encoder, predictor)`` trainable and in training mode, as built. Unlike
+    the official V-JEPA 2 one it loads strictly (only the unused position tables of the files are dropped, logged),
+    and also takes ``checkpoint=`` (a local file instead of the download) and ``img_size``.
     """
-    release = OFFICIAL_HUB_NAMES[name]
+    release = OFFICIAL_HUB_NAMES.get(name, name)
+    r = get_release(release)
+    default_which = "encoder" if name in OFFICIAL_HUB_NAMES else r.encoder_key
 
     def make(
         *,
         pretrained: bool = True,
         checkpoint: PathOrState | None = None,
-        which: str = "encoder",
+        which: str = default_which,
         **kwargs: Any,
     ) -> tuple[VisionTransformer, VisionTransformerPredictor]:
         encoder, predictor = load(release, pretrained=pretrained, checkpoint=checkpoint, which=which,
                                   with_predictor=True, **kwargs)  # fmt: skip
         return _as_built(encoder), _as_built(predictor)
 
-    r = RELEASES[release]
     make.__name__ = make.__qualname__ = name
     make.__doc__ = (
-        f"V-JEPA 2 {r.model_name}, {r.img_size} px, and its predictor: the official hub's {name} (release "
-        f"{release}); returns (encoder, predictor), trainable. See :func:`jepa.hub.official_entry_point`."
+        f"{r.paper} {r.model_name}, {r.img_size} px, and its predictor: the official hub's {name} (release "
+        f"{release}, encoder from {default_which!r}); returns (encoder, predictor), trainable. See "
+        ":func:`jepa.hub.official_entry_point`."
     )
     return make
 

@@ -81,7 +81,8 @@ def test_hubconf_lists_every_release_and_its_dependencies():
 
     entries = [f for f in dir(hubconf) if callable(getattr(hubconf, f)) and not f.startswith("_")]
     assert sorted(EXPECTED) == sorted(NAMES)
-    assert sorted(entries) == sorted([*EXPECTED, *OFFICIAL, "vjepa2_preprocessor"])
+    extra = [*jepa.hub.VJEPA2_1_RELEASES, "vjepa2_ac_vit_giant", "vjepa2_preprocessor"]
+    assert sorted(entries) == sorted([*EXPECTED, *OFFICIAL, *extra])
 
     for dep in hubconf.dependencies:
         __import__(dep)

@@ -402,3 +402,17 @@ def test_planning_eval_end_to_end(tmp_path, capsys, monkeypatch):
         assert np.hypot(*(end - goal)) < np.hypot(*(start - goal)) - 0.1
     planner = results["episodes_detail"]["planner"][0]
     assert len(planner["predicted_energy"]) == len(planner["actual_energy"]) == 2
+
+
+def test_load_predictor_routes_ac_files_to_the_ac_predictor():
+    from jepa.checkpoint import CheckpointError, load_predictor
+    from jepa.models.ac_predictor import VisionTransformerPredictorAC, vit_ac_predictor
+
+    grid = {"img_size": (64, 64), "patch_size": 16, "num_frames": 4, "tubelet_size": 2}
+    made = vit_ac_predictor(**grid, embed_dim=64, predictor_embed_dim=32, depth=2, num_heads=4)
+    loaded = load_predictor({"predictor": made.state_dict()}, num_heads=4, **grid)
+    assert isinstance(loaded, VisionTransformerPredictorAC) and not loaded.training
+    for (name, a), (other, b) in zip(made.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert name == other and torch.equal(a, b)
+    with pytest.raises(CheckpointError, match="num_heads"):
+        load_predictor(made.state_dict(), **grid)

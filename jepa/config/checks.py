@@ -98,8 +98,8 @@ def _check_pretrain(cfg: PretrainConfig, problems: _Problems, resume: bool) -> N
                 if not Path(csv).is_file():
                     problems.add(f"data.datasets[{i}]", csv, f"trajectory list {csv} does not exist")
         if cfg.meta.pretrain_checkpoint and not Path(cfg.meta.pretrain_checkpoint).is_file():
-            path = cfg.meta.pretrain_checkpoint
-            problems.add("meta.pretrain_checkpoint", path, f"{path} does not exist (the frozen encoder's checkpoint)")
+            ckpt = cfg.meta.pretrain_checkpoint
+            problems.add("meta.pretrain_checkpoint", ckpt, f"{ckpt} does not exist (the frozen encoder's checkpoint)")
     elif cfg.is_video and kind != "moving_digits":  # moving_digits generates its clips
         for i, csv in enumerate(d.datasets):
             _check_csv(f"data.datasets[{i}]", Path(csv), problems)

@@ -28,6 +28,26 @@ VIT_SIZES: dict[str, dict] = {
     "vit_gigantic_xformers": dict(embed_dim=1664, depth=48, num_heads=26, mlp_ratio=64 / 13),
 }
 SIZE_KEYS = ("embed_dim", "depth", "num_heads", "mlp_ratio")
+# V-JEPA 2.1's deep supervision: the four blocks (0-based) whose outputs are the levels, per encoder depth.
+HIERARCHICAL_LAYERS: dict[int, tuple[int, ...]] = {
+    12: (2, 5, 8, 11),
+    24: (5, 11, 17, 23),
+    40: (9, 19, 29, 39),
+    48: (11, 23, 37, 47),
+}
+ROPE_LAYOUTS = ("duplicated", "pairwise")  # V-JEPA 2's released layout, V-JEPA 2.1's (see jepa.models.rope)
+
+
+def hierarchical_layers_for(depth: int) -> tuple[int, ...]:
+    """The blocks a deep-supervised encoder of ``depth`` blocks takes its four levels from: the official choice
+    for the released depths (:data:`HIERARCHICAL_LAYERS`), else the ends of its four quarters,
+    ``depth * k // 4 - 1`` (which is the official rule for 12, 24 and 40; 48 is the exception, 37 for 35)."""
+    if depth in HIERARCHICAL_LAYERS:
+        return HIERARCHICAL_LAYERS[depth]
+    if depth < 4:
+        raise ValueError(f"deep supervision takes four levels from four blocks; depth {depth} has fewer: "
+                         "pass hierarchical_layers explicitly")  # fmt: skip
+    return tuple(depth * k // 4 - 1 for k in range(1, 5))
 FACTORY_NORM_EPS = 1e-6  # the official factories' LayerNorm eps (a plain VisionTransformer's is torch's 1e-5)
 
 
@@ -70,12 +90,27 @@ class EncoderSpec:
     init_std: float = 0.02
     out_layers: tuple[int, ...] | None = None
     handle_nonsquare_inputs: bool = True
+    # V-JEPA 2.1 (see jepa.models.VisionTransformer): an image tokenizer for inputs of this many frames, modality
+    # embeddings, four normalised levels, the RoPE layout and RoPE positions rescaled to the reference grid.
+    img_temporal_dim_size: int | None = None
+    modality_embedding: bool = False
+    deep_supervision: bool = False
+    hierarchical_layers: tuple[int, ...] | None = None
+    n_output_distillation: int = 4
+    rope_layout: str = "duplicated"
+    interpolate_rope: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.img_size, list):  # I-JEPA writes [224]; a frozen spec keeps a hashable value
             object.__setattr__(self, "img_size", tuple(self.img_size) if len(self.img_size) > 1 else self.img_size[0])
-        if self.out_layers is not None and not isinstance(self.out_layers, tuple):
-            object.__setattr__(self, "out_layers", tuple(self.out_layers))
+        for key in ("out_layers", "hierarchical_layers"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, key, tuple(value))
+        if self.rope_layout not in ROPE_LAYOUTS:
+            raise ValueError(f"rope_layout must be one of {ROPE_LAYOUTS}, got {self.rope_layout!r}")
+        if self.hierarchical_layers is not None and not self.deep_supervision:
+            raise ValueError("hierarchical_layers is set but deep_supervision is off; set deep_supervision=True")
         if self.model_name is not None:
             if self.model_name not in VIT_SIZES:
                 raise ValueError(unknown_size_message(self.model_name))
@@ -103,6 +138,12 @@ class EncoderSpec:
     def is_video(self) -> bool:
         return self.num_frames > 1
 
+    @property
+    def levels(self) -> int:
+        """Levels concatenated in the encoder's training-mode output: ``n_output_distillation`` with deep
+        supervision, else 1 (its width is ``levels * embed_dim``, what the predictor takes)."""
+        return self.n_output_distillation if self.deep_supervision else 1
+
 
 @dataclass(frozen=True, kw_only=True)
 class PredictorSpec:
@@ -112,6 +153,13 @@ class PredictorSpec:
 
     ``square_rope_grid`` keeps the released V-JEPA 2 predictor's RoPE positions (see the predictor); pretraining
     sets it False.
+
+    V-JEPA 2.1: ``n_output_distillation`` levels of ``embed_dim`` in (through ``Linear -> act -> Linear`` when
+    more than one) and out (``n * out_embed_dim``; ``out_embed_dim`` defaults to ``teacher_embed_dim // n`` when a
+    teacher's width is given, else ``embed_dim``); ``return_all_tokens`` adds ``predictor_proj_context``, the
+    predictions for the context tokens (dense prediction, the config's ``loss.predict_all``). The image tokenizer
+    and modality embedding switches come from the encoder spec; ``interpolate_rope`` is the predictor's own (the
+    official 2.1 training code passes its one config value to both models, its hub to the encoder only).
     """
 
     predictor_embed_dim: int = 384
@@ -123,8 +171,15 @@ class PredictorSpec:
     zero_init_mask_tokens: bool = True
     square_rope_grid: bool = True
     drop_path_rate: float = 0.0
+    n_output_distillation: int = 1
+    out_embed_dim: int | None = None
+    teacher_embed_dim: int | None = None
+    return_all_tokens: bool = False
+    interpolate_rope: bool = False
 
     def __post_init__(self) -> None:
+        if self.n_output_distillation < 1:
+            raise ValueError(f"n_output_distillation must be >= 1, got {self.n_output_distillation}")
         if self.predictor_embed_dim % self.num_heads:
             raise ValueError(
                 f"predictor_embed_dim {self.predictor_embed_dim} is not divisible by num_heads {self.num_heads}"
@@ -143,9 +198,11 @@ class ModelSpec:
 # kernel, dropout, checkpointing, which blocks to return). Two producers describing the same weights must agree here.
 ARCHITECTURE_KEYS = (
     "embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "num_frames", "tubelet_size", "in_chans", "qkv_bias",
-    "norm_eps", "uniform_power", "use_rope", "use_silu", "wide_silu",
+    "norm_eps", "uniform_power", "use_rope", "use_silu", "wide_silu", "img_temporal_dim_size", "modality_embedding",
+    "deep_supervision", "hierarchical_layers", "rope_layout", "interpolate_rope",
 )  # fmt: skip
-PREDICTOR_KEYS = ("predictor_embed_dim", "depth", "num_heads", "mlp_ratio", "num_mask_tokens")
+PREDICTOR_KEYS = ("predictor_embed_dim", "depth", "num_heads", "mlp_ratio", "num_mask_tokens", "n_output_distillation",
+                  "out_embed_dim", "teacher_embed_dim", "return_all_tokens", "interpolate_rope")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -168,6 +225,12 @@ def _irrelevant(key: str, a: EncoderSpec, b: EncoderSpec) -> bool:
         return not (a.is_video and b.is_video)  # no tubelets, and no uniform_power in a 2D table
     if key == "num_frames":
         return a.use_rope and b.use_rope and a.is_video and b.is_video  # RoPE has no table tied to the frames
+    if key in ("rope_layout", "interpolate_rope"):
+        return not (a.use_rope and b.use_rope)
+    if key == "hierarchical_layers":
+        return not (a.deep_supervision and b.deep_supervision)
+    if key == "img_temporal_dim_size":
+        return not (a.is_video and b.is_video)
     return False
 
 

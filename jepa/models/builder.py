@@ -30,7 +30,8 @@ def _encoder(spec: EncoderSpec | ModelSpec) -> EncoderSpec:
 
 # The predictor's keywords it takes from its encoder: the token grid, the width and the switches both models have.
 _SHARED = ("img_size", "patch_size", "num_frames", "tubelet_size", "embed_dim", "uniform_power", "use_rope",
-           "use_silu", "wide_silu", "use_sdpa", "use_activation_checkpointing")  # fmt: skip
+           "use_silu", "wide_silu", "use_sdpa", "use_activation_checkpointing", "img_temporal_dim_size",
+           "modality_embedding", "rope_layout")  # fmt: skip
 
 
 def encoder_kwargs(spec: EncoderSpec | ModelSpec, norm_layer: NormLayer | None = None) -> dict[str, Any]:
@@ -41,8 +42,9 @@ def encoder_kwargs(spec: EncoderSpec | ModelSpec, norm_layer: NormLayer | None =
         raise ValueError("the encoder spec leaves num_heads open (to be read from a checkpoint); it cannot be built")
     kwargs = {f.name: getattr(e, f.name) for f in fields(e) if f.name not in ("model_name", "norm_eps")}
     kwargs["norm_layer"] = norm_layer or partial(nn.LayerNorm, eps=e.norm_eps)
-    if e.out_layers is not None:
-        kwargs["out_layers"] = list(e.out_layers)
+    for key in ("out_layers", "hierarchical_layers"):
+        if kwargs[key] is not None:
+            kwargs[key] = list(kwargs[key])
     return kwargs
 
 

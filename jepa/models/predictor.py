@@ -3,15 +3,16 @@
 import math
 from collections.abc import Sequence
 from functools import partial
+from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
 
 from jepa.masks import apply_masks, repeat_interleave_batch
 from jepa.models.layers import Block, NormLayer
-from jepa.models.rope import Rope3D
+from jepa.models.rope import Rope3D, RopeLayout, check_rope_layout, rope_reference_grid
 from jepa.models.trunk import build_blocks, init_trunk, run_blocks
-from jepa.models.vision_transformer import Masks, frozen_sincos_embed, to_hw, token_grid
+from jepa.models.vision_transformer import Masks, Modality, frozen_sincos_embed, to_hw, token_grid
 
 
 class VisionTransformerPredictor(nn.Module):
@@ -24,6 +25,20 @@ class VisionTransformerPredictor(nn.Module):
     With RoPE the released V-JEPA 2 predictor decodes token positions on a square grid of the construction height,
     whatever the width (it never receives the input grid). ``square_rope_grid=True`` (the default) keeps that so
     released weights and outputs match; set it to ``False`` to train on non-square grids with correct positions.
+
+    V-JEPA 2.1's options (off by default, so a V-JEPA 2 predictor is unchanged):
+
+    * ``n_output_distillation > 1``: the context comes as that many levels concatenated (``[.., n * embed_dim]``,
+      the deep-supervised encoder's training output) and is embedded by ``predictor_embed`` =
+      ``Linear(n * embed_dim, embed_dim) -> GELU (SiLU with use_silu) -> Linear(embed_dim, predictor_embed_dim)``
+      (keys ``predictor_embed.{0,2}``); predictions are ``n * out_embed_dim`` wide, where ``out_embed_dim``
+      defaults to ``teacher_embed_dim // n`` when a (distillation) teacher's width is given, else ``embed_dim``.
+    * ``return_all_tokens``: dense prediction; ``predictor_proj_context`` maps the context tokens' outputs to
+      predictions of the target encoder's features at the context positions (``forward(..., return_context=True)``).
+    * ``img_temporal_dim_size`` with ``modality_embedding``: learned ``img_mod_embed`` / ``video_mod_embed`` added
+      to every token, chosen by ``forward``'s ``mod`` (the predictor is told which modality it predicts).
+    * ``rope_layout`` and ``interpolate_rope`` as in the encoder; positions are rescaled from the grid they are
+      decoded on.
     """
 
     def __init__(
@@ -55,9 +70,24 @@ class VisionTransformerPredictor(nn.Module):
         use_rope: bool = False,
         square_rope_grid: bool = True,
         num_patches: int | None = None,
+        n_output_distillation: int = 1,
+        out_embed_dim: int | None = None,
+        teacher_embed_dim: int | None = None,
+        return_all_tokens: bool = False,
+        img_temporal_dim_size: int | None = None,
+        modality_embedding: bool = False,
+        rope_layout: RopeLayout = "duplicated",
+        interpolate_rope: bool = False,
     ) -> None:
         super().__init__()
         _check_mask_tokens(use_mask_tokens, num_mask_tokens)
+        check_rope_layout(rope_layout)
+        if n_output_distillation < 1:
+            raise ValueError(f"n_output_distillation must be >= 1, got {n_output_distillation}")
+        if interpolate_rope:
+            if not use_rope:
+                raise ValueError("interpolate_rope rescales RoPE positions: it needs use_rope=True")
+            rope_reference_grid(patch_size)
         if num_patches is not None:
             img_size, num_frames = _square_img_size(num_patches, patch_size), 1
         self.img_height, self.img_width = to_hw(img_size)
@@ -71,10 +101,25 @@ class VisionTransformerPredictor(nn.Module):
         self.use_rope = use_rope
         self.square_rope_grid = square_rope_grid
         self.use_activation_checkpointing = use_activation_checkpointing
+        self.rope_layout = rope_layout
+        self.interpolate_rope = interpolate_rope
+        self.return_all_tokens = return_all_tokens
+        self.n_output_distillation = n_output_distillation
         self.grid = token_grid((self.img_height, self.img_width), patch_size, num_frames, tubelet_size)
         self.num_patches = self.grid[0] * self.grid[1] * self.grid[2]
+        if out_embed_dim is None:
+            out_embed_dim = embed_dim if teacher_embed_dim is None else teacher_embed_dim // n_output_distillation
+        self.out_embed_dim = out_embed_dim
 
-        self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim)
+        self.predictor_embed: nn.Linear | nn.Sequential
+        if n_output_distillation == 1:
+            self.predictor_embed = nn.Linear(embed_dim, predictor_embed_dim)
+        else:
+            act = nn.SiLU if use_silu else nn.GELU
+            width = n_output_distillation * embed_dim
+            self.predictor_embed = nn.Sequential(
+                nn.Linear(width, embed_dim), act(), nn.Linear(embed_dim, predictor_embed_dim)
+            )
         self.num_mask_tokens = num_mask_tokens
         self.mask_tokens = nn.ParameterList(
             nn.Parameter(torch.zeros(1, 1, predictor_embed_dim)) for _ in range(num_mask_tokens)
@@ -96,16 +141,50 @@ class VisionTransformerPredictor(nn.Module):
             use_silu=use_silu,
             wide_silu=wide_silu,
         )
+        self.modality_embedding = modality_embedding and img_temporal_dim_size is not None  # as officially
+        if self.modality_embedding:
+            self.video_mod_embed = nn.Parameter(torch.zeros(1, 1, predictor_embed_dim))
+            self.img_mod_embed = nn.Parameter(torch.zeros(1, 1, predictor_embed_dim))
         self.predictor_blocks = build_blocks(depth, drop_path_rate, block)
         self.predictor_norm = norm_layer(predictor_embed_dim)
-        self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim)
+        self.predictor_proj = nn.Linear(predictor_embed_dim, n_output_distillation * out_embed_dim)
+        if return_all_tokens:
+            self.predictor_proj_context = nn.Linear(predictor_embed_dim, n_output_distillation * out_embed_dim)
 
         self.init_std = init_std
         if not zero_init_mask_tokens:
             for token in self.mask_tokens:
                 nn.init.trunc_normal_(token, std=init_std, a=-2.0, b=2.0)
         init_trunk(self, self.predictor_blocks, init_std)
+        if self.modality_embedding:
+            nn.init.normal_(self.video_mod_embed, std=1e-6)  # the official initialisation: next to zero
+            nn.init.normal_(self.img_mod_embed, std=1e-6)
         self.register_load_state_dict_pre_hook(_ijepa_mask_token)
+
+    @overload
+    def forward(
+        self,
+        ctxt: Tensor,
+        masks_ctxt: Masks,
+        masks_tgt: Masks,
+        mask_index: int = ...,
+        mod: Modality = ...,
+        return_context: Literal[False] = ...,
+        grid_hw: tuple[int, int] | None = ...,
+    ) -> Tensor: ...
+
+    @overload
+    def forward(
+        self,
+        ctxt: Tensor,
+        masks_ctxt: Masks,
+        masks_tgt: Masks,
+        mask_index: int = ...,
+        mod: Modality = ...,
+        *,
+        return_context: Literal[True],
+        grid_hw: tuple[int, int] | None = ...,
+    ) -> tuple[Tensor, Tensor]: ...
 
     def forward(
         self,
@@ -113,21 +192,35 @@ class VisionTransformerPredictor(nn.Module):
         masks_ctxt: Masks,
         masks_tgt: Masks,
         mask_index: int = 0,
-    ) -> Tensor:
+        mod: Modality = "video",
+        return_context: bool = False,
+        grid_hw: tuple[int, int] | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Predict the target tokens.
 
         Args:
-            ctxt: encoder outputs for the context, ``[M_c * B, K_c, embed_dim]`` (one chunk of ``B`` per context
-                mask, as the encoder returns them for a list of masks).
+            ctxt: encoder outputs for the context, ``[M_c * B, K_c, n * embed_dim]`` (one chunk of ``B`` per context
+                mask, as the encoder returns them for a list of masks; ``n = n_output_distillation`` levels).
             masks_ctxt: ``M_c`` LongTensors ``[B, K_c]``: grid indices of the context tokens.
             masks_tgt: ``M_t`` LongTensors ``[B, K_t]``: grid indices of the tokens to predict.
             mask_index: which mask token to use (taken modulo ``num_mask_tokens``); V-JEPA uses one per mask config,
                 V-JEPA 2 one per clip length (:meth:`jepa.config.PretrainConfig.mask_token_index`).
+            mod: ``"image"`` or ``"video"``: the modality embedding to add (with ``modality_embedding``; the
+                official keyword and values).
+            return_context: also return the predictions for the context tokens (needs ``return_all_tokens``).
+            grid_hw: the token grid ``(H, W)`` the indices refer to, for RoPE (None: the grid built for; with
+                ``square_rope_grid`` the square of its height, as the released predictors decode positions). Give
+                it when the batch's crop differs from the construction one (images next to video in one process).
 
         Returns:
-            ``[M_t * M_c * B, K_t, embed_dim]``: for target mask 0 every context chunk, then target mask 1, ...
-            (I-JEPA's order for several targets per context; ``[B, K_t, D]`` for one pair).
+            ``[M_t * M_c * B, K_t, n * out_embed_dim]``: for target mask 0 every context chunk, then target mask 1,
+            ... (I-JEPA's order for several targets per context; ``[B, K_t, D]`` for one pair); with
+            ``return_context`` also the context predictions ``[M_t * M_c * B, K_c, n * out_embed_dim]``.
         """
+        if mod not in ("image", "video"):
+            raise ValueError(f"mod must be 'image' or 'video', got {mod!r}")
+        if return_context and not self.return_all_tokens:
+            raise ValueError("return_context=True needs a predictor built with return_all_tokens=True")
         masks_ctxt = [masks_ctxt] if isinstance(masks_ctxt, Tensor) else list(masks_ctxt)
         masks_tgt = [masks_tgt] if isinstance(masks_tgt, Tensor) else list(masks_tgt)
         n_ctxt, n_tgt = len(masks_ctxt), len(masks_tgt)
@@ -146,15 +239,27 @@ class VisionTransformerPredictor(nn.Module):
             pred = pred + repeat_interleave_batch(pos, B, repeat=n_ctxt)
 
         x = torch.cat([x.repeat(n_tgt, 1, 1), pred], dim=1)
+        if self.modality_embedding:
+            x = x + (self.img_mod_embed if mod == "image" else self.video_mod_embed)
         rope = None
         if self.use_rope:
             ids = torch.cat([torch.cat(masks_ctxt, dim=0).repeat(n_tgt, 1), tgt_ids], dim=1)
-            grid_hw = (self.grid[1], self.grid[1]) if self.square_rope_grid else self.grid[1:]
-            rope = Rope3D.from_ids(ids, grid_hw, self.predictor_embed_dim // self.num_heads)
+            rope = self.rope(ids, self.grid[1:] if grid_hw is None else grid_hw)
 
         x = run_blocks(self.predictor_blocks, x, rope, self.use_activation_checkpointing)
         x = self.predictor_norm(x)
-        return self.predictor_proj(x[:, n_ctxt_tokens:])
+        out = self.predictor_proj(x[:, n_ctxt_tokens:])
+        if return_context:
+            return out, self.predictor_proj_context(x[:, :n_ctxt_tokens])
+        return out
+
+    def rope(self, ids: Tensor, grid_hw: tuple[int, int]) -> Rope3D:
+        """Rotary angles of tokens ``ids`` ``[B, N]`` on a token grid ``grid_hw`` (read as the square of its height
+        with ``square_rope_grid``)."""
+        hw = (grid_hw[0], grid_hw[0]) if self.square_rope_grid else (grid_hw[0], grid_hw[1])
+        reference = rope_reference_grid(self.patch_size) if self.interpolate_rope else None
+        head_dim = self.predictor_embed_dim // self.num_heads
+        return Rope3D.from_ids(ids, hw, head_dim, self.rope_layout, reference)
 
 
 def _check_mask_tokens(use_mask_tokens: bool, num_mask_tokens: int) -> None:
