@@ -117,6 +117,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "auto"], default="float32")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoders and the predictor")
+    p.add_argument(
+        "--activation-checkpointing", action="store_true",
+        help="recompute each block's activations in the backward (model.use_activation_checkpointing)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", type=int, default=0, metavar="K", help="profile the timed steps; report the K top ops")
@@ -155,6 +159,7 @@ def build_config(args: argparse.Namespace, dtype: torch.dtype, folder: str) -> P
         "model": dict(
             size, pred_depth=args.pred_depth or pred["depth"], pred_embed_dim=args.pred_dim or pred["width"],
             uniform_power=video, use_mask_tokens=True, zero_init_mask_tokens=True,
+            use_activation_checkpointing=args.activation_checkpointing,
         ),
         # Clipping from the first step (no warmup epochs), so that every timed step clips.
         "optimization": dict(
@@ -347,6 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "achieved_gflops": round(gflop / (ms / 1000), 2),
         "peak_mem_mb": round(peak_memory_mb(device), 1),
         "mem_before_steps_mb": round(baseline_mb, 1),
+        "activation_checkpointing": args.activation_checkpointing,
         "params_m": round(params / 1e6, 3),
         "dtype": str(trainer.dtype).removeprefix("torch."),  # what the trainer autocasts to
         "dtype_requested": args.dtype,

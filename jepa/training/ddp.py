@@ -1,9 +1,10 @@
 """The DDP wrapping both trainers use: the module itself with one process, else a ``DistributedDataParallel``;
-and :class:`GlobalGroupMean`, which weights a rank's losses on clips of several lengths so that several ranks train
-like one process."""
+FSDP2 sharding instead (``meta.sharding: fsdp``, :func:`shard_fsdp`) for models too large to replicate, with the
+full state dicts a checkpoint stores (:func:`full_state_dict`); and :class:`GlobalGroupMean`, which weights a rank's
+losses on clips of several lengths so that several ranks train like one process."""
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import torch
@@ -42,6 +43,109 @@ def wrap_ddp(
     return DistributedDataParallel(
         module, device_ids=ids, static_graph=static_graph, find_unused_parameters=find_unused_parameters, **options
     )
+
+
+SHARDINGS = ("ddp", "fsdp")
+# The attributes of our networks that hold their transformer blocks, each block sharded on its own (FSDP2 gathers
+# one block's weights at a time, so a rank holds one full block plus its shard of the rest).
+_BLOCK_LISTS = ("blocks", "predictor_blocks")
+
+
+def shard_fsdp(model: nn.Module, networks: Iterable[str] = ("encoder", "target_encoder", "predictor")) -> nn.Module:
+    """Shard ``model`` in place with FSDP2 (``torch.distributed.fsdp.fully_shard``) over the default process group,
+    on the device of its parameters; returns it (FSDP2 keeps the module's class and names).
+
+    Each transformer block of each network in ``networks`` (attributes of ``model``: a :class:`JEPA`'s encoder,
+    EMA target encoder and predictor) is a unit of its own, then each network (its embeddings, norms, mask tokens),
+    then ``model`` (anything left). Every parameter becomes a ``DTensor`` sharded along dim 0 over the ranks, the
+    forward all-gathers one unit at a time and frees it after use (forward and backward), and the backward
+    reduce-scatters gradients averaged over the ranks, as DDP averages them: the same training on the global
+    batch, with each rank holding ``1 / world`` of the weights, gradients and AdamW state.
+
+    The target encoder is sharded exactly as the encoder is (same structure, same ranks), so the EMA update
+    (``JEPA.update_target``'s foreach ops) runs on the local shards with no communication. Build the optimizer
+    after sharding (its parameters must be the sharded ones); gradient clipping
+    (``torch.nn.utils.clip_grad_norm_``) reduces the norm over the shards. Checkpoints: see
+    :func:`full_state_dict`. Raises ``RuntimeError`` without a process group.
+    """
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError("meta.sharding: fsdp needs a process group (run with several devices or under torchrun)")
+    for name in networks:
+        network = getattr(model, name)
+        for attr in _BLOCK_LISTS:
+            for block in getattr(network, attr, ()):
+                fully_shard(block)
+        fully_shard(network)
+    fully_shard(model)
+    return model
+
+
+def full_state_dict(module: nn.Module) -> dict[str, Tensor]:
+    """``module.state_dict()`` with every sharded (``DTensor``) entry gathered into a full CPU tensor, so an FSDP2
+    model saves the official checkpoint layout (the same keys and shapes as unsharded). A collective when the
+    module is sharded: every rank must call it. An unsharded module gives its ordinary state dict."""
+    from torch.distributed.tensor import DTensor
+
+    state = module.state_dict()
+    return {k: (v.full_tensor().cpu() if isinstance(v, DTensor) else v) for k, v in state.items()}
+
+
+def load_full_state_dict(module: nn.Module, state: dict[str, Tensor]) -> None:
+    """Load a full (unsharded) state dict into ``module``, sharded with FSDP2 or not, strictly: each rank keeps
+    its shard of every sharded entry. Every rank passes the same full ``state``."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    own = module.state_dict()
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    if missing or unexpected:
+        raise KeyError(f"state dict does not match the module: missing {missing}, unexpected {unexpected}")
+    sharded: dict[str, Tensor] = {}
+    for k, v in own.items():
+        if isinstance(v, DTensor):
+            sharded[k] = distribute_tensor(state[k].to(v.device, v.dtype), v.device_mesh, v.placements)
+        else:
+            sharded[k] = state[k]
+    module.load_state_dict(sharded, strict=True)
+
+
+def full_optimizer_state_dict(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` (the official, index-keyed layout) with every sharded state tensor (AdamW's
+    ``exp_avg`` / ``exp_avg_sq`` of an FSDP2 parameter) gathered into a full CPU tensor. A collective when the
+    parameters are sharded: every rank must call it."""
+    from torch.distributed.tensor import DTensor
+
+    state = optimizer.state_dict()
+    state["state"] = {
+        i: {k: (v.full_tensor().cpu() if isinstance(v, DTensor) else v) for k, v in entry.items()}
+        for i, entry in state["state"].items()
+    }
+    return state
+
+
+def load_full_optimizer_state_dict(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a full optimizer state dict (:func:`full_optimizer_state_dict`, or one saved without sharding) into
+    ``optimizer``, sharding each state tensor of an FSDP2 parameter as the parameter is sharded. Every rank passes
+    the same ``state``."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    saved_ids = [i for group in state["param_groups"] for i in group["params"]]
+    if len(saved_ids) != len(params):
+        raise ValueError(f"optimizer state holds {len(saved_ids)} parameters, the optimizer {len(params)}")
+    by_id = dict(zip(saved_ids, params, strict=True))
+    sharded: dict[int, dict[str, Any]] = {}
+    for i, entry in state["state"].items():
+        param = by_id[i]
+        sharded[i] = {
+            k: distribute_tensor(v.to(param.device), param.device_mesh, param.placements)
+            if isinstance(param, DTensor) and isinstance(v, Tensor) and v.shape == param.shape
+            else v
+            for k, v in entry.items()
+        }
+    optimizer.load_state_dict({**state, "state": sharded})
 
 
 class GlobalGroupMean(nn.Module):

@@ -13,6 +13,12 @@ yuv422p, yuv444p) the frames are bit-identical with or without a resize; for 10-
 when resized and differ by a few levels at the stored size (up to 11 on the test clip: the two FFmpeg versions'
 unscaled high-bit-depth conversions round differently).
 
+Speed (PyAV): only the frames a read keeps are converted to RGB; H.264 frames that no other frame references
+(``nal_ref_idc == 0``: most B-frames) and that the read does not keep are not decoded at all (FFmpeg's
+``skip_frame``, set per packet from its pts), which leaves every other frame bit-identical because nothing predicts
+from a skipped one; and FFmpeg decodes with several threads outside DataLoader workers (see
+:func:`decoder_threads`). Frames are the same with any thread count.
+
 Every failure to read a file (missing, empty, corrupt, truncated, no video stream) raises one of
 :data:`jepa.data.READ_ERRORS` with the path in the message, so that a data set can skip the file and count it.
 """
@@ -23,11 +29,11 @@ import importlib.util
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -90,9 +96,30 @@ class VideoDecoder(abc.ABC):
         return f"{type(self).__name__}(threads={getattr(self, 'threads', None)})"
 
 
-def make_decoder(name: str = "auto", threads: int = 1) -> VideoDecoder:
+# FFmpeg's frame threading gains little past a few threads on one clip, and each thread holds decoded frames.
+MAX_AUTO_THREADS = 4
+
+
+def decoder_threads(threads: int | None) -> int:
+    """FFmpeg decoding threads for ``threads``: itself when given (>= 1), else (None, "auto") 1 inside a
+    DataLoader worker, where workers already decode in parallel, and in the main process as many as the CPUs this
+    process may run on, at most :data:`MAX_AUTO_THREADS` (loading in the training process, ``num_workers: 0``,
+    would otherwise leave all but one core idle while it decodes)."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"decoder threads must be >= 1 or None (auto), got {threads}")
+        return int(threads)
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None:
+        return 1
+    return max(1, min(MAX_AUTO_THREADS, len(os.sched_getaffinity(0))))
+
+
+def make_decoder(name: str = "auto", threads: int | None = None) -> VideoDecoder:
     """The decoder a config names: ``"decord"``, ``"pyav"``, or ``"auto"`` (decord when it can be imported, else
-    PyAV). ``threads`` is each decoder's thread count (1 suits DataLoader workers, which decode in parallel)."""
+    PyAV). ``threads`` is each decoder's FFmpeg thread count; None picks it where the decoder runs (see
+    :func:`decoder_threads`). Threads change the speed, never the frames."""
     if name not in DECODERS:
         raise ValueError(f"unknown video decoder {name!r}; valid names: {', '.join(DECODERS)}")
     if name == "auto":
@@ -200,8 +227,9 @@ class DecordDecoder(VideoDecoder):
 
     name = "decord"
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         _import_decord()
+        decoder_threads(threads)  # fail early on a bad count
         self.threads = threads
         self._last_size: Size | None = None
         self._fallback: PyAVDecoder | None = None  # see read()
@@ -222,7 +250,9 @@ class DecordDecoder(VideoDecoder):
             decord, decord_error = _import_decord()
             h, w = size if size is not None else (-1, -1)
             try:
-                reader = decord.VideoReader(file, ctx=decord.cpu(0), num_threads=self.threads, width=w, height=h)
+                reader = decord.VideoReader(
+                    file, ctx=decord.cpu(0), num_threads=decoder_threads(self.threads), width=w, height=h
+                )
             except (RuntimeError, decord_error) as e:
                 raise VideoDecodeError(f"cannot open video {file}: {_short(e)}") from None
             if len(reader) == 0:
@@ -321,8 +351,9 @@ class PyAVDecoder(VideoDecoder):
 
     name = "pyav"
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         _import_av()
+        decoder_threads(threads)  # fail early on a bad count
         self.threads = threads
         self.last_decoded_count = 0
         self.last_seek_count = 0
@@ -401,8 +432,16 @@ class PyAVDecoder(VideoDecoder):
         frames: dict[int, np.ndarray] = {}
         self.last_decoded_count = self.last_seek_count = 0
         container, stream = self._open(path)
-        stream.codec_context.thread_count = self.threads
+        codec = stream.codec_context
+        threads = decoder_threads(self.threads)
+        if threads > 1:
+            stream.thread_type = "AUTO"  # frame threading where the codec has it, else slices
+        codec.thread_count = threads
         convert = _Converter(av, stream, size)
+        # Packets of frames this read keeps are always decoded; with H.264 the others may skip decoding when no
+        # frame references them (the decoder reads their nal_ref_idc), see the module docstring.
+        kept_pts = {int(index.pts[i]) for i in wanted}
+        skipping = codec.name in _DISPOSABLE_NONREF
         w = 0  # wanted[w] is the next frame to find
         key = index.keyframe_before(wanted[0])  # the keyframe decoding (re)starts from
         need_seek = key > 0  # a freshly opened file decodes from its first frame without seeking
@@ -412,7 +451,7 @@ class PyAVDecoder(VideoDecoder):
                     if need_seek:
                         self._seek(container, stream, int(index.pts[key]))
                     need_seek, missed = False, False
-                    for frame in container.decode(stream):
+                    for frame in self._frames(container, stream, kept_pts if skipping else None):
                         self.last_decoded_count += 1
                         position = None if frame.pts is None else index.position_of.get(frame.pts)
                         if position is None:
@@ -436,7 +475,11 @@ class PyAVDecoder(VideoDecoder):
                             f"video {path} ended before frame {wanted[w]} of {len(index.pts)} could be decoded "
                             "(truncated or corrupt)"
                         )
-                    if missed:
+                    if missed and skipping:
+                        # Whatever made the decoder pass the frame (a seek that landed late, a decoder that
+                        # dropped it), decode everything from here on, as without skipping, from the same keyframe.
+                        skipping, need_seek = False, True
+                    elif missed:
                         # The seek landed after the wanted frame (demuxers seek on their own timestamps, which can
                         # disagree with pts) or the decoder dropped it: start again one keyframe earlier.
                         earlier = index.keyframes[index.keyframes < key]
@@ -447,10 +490,34 @@ class PyAVDecoder(VideoDecoder):
             raise VideoDecodeError(f"cannot decode {path}: {e}") from None
         return frames
 
+    @staticmethod
+    def _frames(
+        container: "InputContainer", stream: "VideoStream", kept_pts: set[int] | None
+    ) -> "Iterator[VideoFrame]":
+        """The decoded frames of ``stream`` from the container's position on, in presentation order; with
+        ``kept_pts``, packets whose pts is not in it are decoded only when another frame references them."""
+        codec = stream.codec_context
+        mode: Literal["DEFAULT", "NONREF"] = "DEFAULT"
+        codec.skip_frame = mode
+        for packet in container.demux(stream):
+            if kept_pts is not None:
+                # The end-of-stream packet (size 0) flushes the decoder's delayed frames, which are all wanted.
+                kept = packet.size == 0 or packet.pts is None or packet.pts in kept_pts
+                want: Literal["DEFAULT", "NONREF"] = "DEFAULT" if kept else "NONREF"
+                if want != mode:
+                    mode = codec.skip_frame = want
+            yield from packet.decode()
+
     def _seek(self, container: "InputContainer", stream: "VideoStream", pts: int) -> None:
         self.last_seek_count += 1
         # backward=True lands on the last keyframe at or before ``pts``; PyAV flushes the decoder on a seek.
         container.seek(pts, stream=stream, backward=True, any_frame=False)
+
+
+# Codecs whose frames that no other frame references (H.264: nal_ref_idc == 0) can go undecoded without changing
+# any other frame. Not HEVC (a sub-layer non-reference picture may still be referenced by a higher temporal
+# sub-layer) nor VP9 (a frame that refreshes no reference may still update the entropy contexts).
+_DISPOSABLE_NONREF = frozenset({"h264"})
 
 
 class _Converter:

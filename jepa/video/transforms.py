@@ -46,9 +46,11 @@ def _frames_tchw(clip: Clip) -> Tensor:
 def _normalize(frames: Tensor, normalization: Normalization) -> Tensor:
     """uint8 ``[T, 3, H, W]`` to normalised float ``[3, T, H, W]``."""
     mean, std = normalization
-    x = frames.float().div_(255.0)
-    x = TF.normalize(x, mean=list(mean), std=list(std))
-    return x.permute(1, 0, 2, 3).contiguous()
+    # Reordered while still uint8 (a quarter of the bytes), then one float tensor normalised in place: the same
+    # per-element arithmetic as ``TF.normalize(x / 255)`` (bit for bit), without two float copies.
+    x = frames.permute(1, 0, 2, 3).contiguous().float().div_(255.0)
+    x.sub_(torch.tensor(mean).view(3, 1, 1, 1)).div_(torch.tensor(std).view(3, 1, 1, 1))
+    return x
 
 
 def _check_normalization(normalization: Normalization) -> Normalization:
