@@ -697,3 +697,20 @@ def test_head_dim_and_token_counts():
     enc = make_encoder(FRAMES, img_size=(32, 48))
     assert enc.head_dim == EMBED_DIM // NUM_HEADS
     assert enc.num_patches == math.prod(grid_of(FRAMES, (32, 48))) == 2 * 4 * 6
+
+
+def test_attention_mask_is_an_option_of_the_shared_attention():
+    """A boolean mask (True: may attend): SDPA and the written-out path agree, an all-True mask changes nothing,
+    and a token that may attend only to itself gets its own value projection back."""
+    from jepa.models.layers import Attention
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+    sdpa, explicit = Attention(16, 4, use_sdpa=True).eval(), Attention(16, 4, use_sdpa=False).eval()
+    explicit.load_state_dict(sdpa.state_dict())
+    mask = torch.tril(torch.ones(5, 5, dtype=torch.bool))
+    assert torch.allclose(sdpa(x, attn_mask=mask), explicit(x, attn_mask=mask), atol=1e-6)
+    assert torch.allclose(sdpa(x, attn_mask=torch.ones(5, 5, dtype=torch.bool)), sdpa(x), atol=1e-6)
+    assert not torch.allclose(sdpa(x, attn_mask=mask), sdpa(x), atol=1e-3)
+    v = sdpa.qkv(x)[..., 32:]
+    assert torch.allclose(sdpa(x, attn_mask=mask)[:, 0], sdpa.proj(v[:, 0]), atol=1e-6)

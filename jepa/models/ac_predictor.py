@@ -19,16 +19,13 @@ so does this one.
 
 from collections.abc import Sequence
 from functools import partial
-from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from jepa.models.layers import Attention, Block, NormLayer
+from jepa.models.layers import Block, NormLayer
 from jepa.models.rope import Rope3D, rope_axis_dim
-from jepa.models.trunk import build_blocks, init_trunk
+from jepa.models.trunk import build_blocks, init_trunk, run_block
 from jepa.models.vision_transformer import to_hw
 
 __all__ = ["VisionTransformerPredictorAC", "action_block_causal_mask", "ac_rope", "vit_ac_predictor"]
@@ -78,32 +75,6 @@ def ac_rope(
     w = torch.cat([zeros, w_frame]).repeat(num_steps)
     angles = torch.cat([_axis_angles(p, dim) for p in (t, h, w)], dim=-1)
     return Rope3D(cos=angles.cos(), sin=angles.sin())
-
-
-def masked_attention(attn: Attention, x: Tensor, rope: Rope3D | None, attn_mask: Tensor | None) -> Tensor:
-    """``attn`` (a :class:`jepa.models.layers.Attention`, its weights and heads) over ``x`` ``[B, N, D]`` with a
-    boolean ``attn_mask`` ``[N, N]`` (``True``: may attend; None: full attention).
-
-    Our shared :class:`Attention` takes no mask; this applies its ``qkv`` / ``proj`` with one."""
-    B, N, C = x.shape
-    q, k, v = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    if rope is not None:
-        q, k = rope.rotate(q), rope.rotate(k)
-    drop = attn.attn_drop.p if attn.training else 0.0
-    if attn.use_sdpa:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop, scale=attn.scale)
-    else:
-        logits = (q @ k.transpose(-2, -1)) * attn.scale
-        if attn_mask is not None:
-            logits = logits.masked_fill(~attn_mask, float("-inf"))
-        out = F.dropout(logits.softmax(dim=-1), drop) @ v if drop > 0 else logits.softmax(dim=-1) @ v
-    return attn.proj_drop(attn.proj(out.transpose(1, 2).reshape(B, N, C)))
-
-
-def _masked_block(block: Block, x: Tensor, rope: Rope3D | None, attn_mask: Tensor | None) -> Tensor:
-    """One shared pre-norm :class:`Block` with an attention mask (same residual structure as ``Block.forward``)."""
-    x = x + block.drop_path(masked_attention(block.attn, block.norm1(x), rope, attn_mask))
-    return x + block.drop_path(block.mlp(block.norm2(x)))
 
 
 class VisionTransformerPredictorAC(nn.Module):
@@ -240,11 +211,8 @@ class VisionTransformerPredictorAC(nn.Module):
         if self.use_rope:
             rope = ac_rope(T, self.grid_height, self.grid_width, K, self.predictor_embed_dim // self.num_heads,
                            square_rope_grid=self.square_rope_grid, device=z.device)  # fmt: skip
-        for blk in cast(Sequence[Block], self.predictor_blocks):
-            if self.use_activation_checkpointing and torch.is_grad_enabled():
-                z = checkpoint(_masked_block, blk, z, rope, mask, use_reentrant=False)
-            else:
-                z = _masked_block(blk, z, rope, mask)
+        for blk in self.predictor_blocks:
+            z = run_block(blk, z, rope, self.use_activation_checkpointing, attn_mask=mask)
         z = z.view(B, T, K + hw, -1)[:, :, K:].flatten(1, 2)
         return self.predictor_proj(self.predictor_norm(z))
 

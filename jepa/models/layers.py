@@ -38,11 +38,14 @@ class SwiGLUFFN(nn.Module):
         return self.drop(self.fc3(F.silu(self.fc1(x)) * self.fc2(x)))
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, use_sdpa: bool, drop_p: float = 0.0) -> Tensor:
+def _attend(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, use_sdpa: bool, drop_p: float = 0.0, attn_mask: Tensor | None = None
+) -> Tensor:
     """Softmax attention ``[B, h, n, d] x [B, h, N, d] -> [B, h, n, d]`` through SDPA or written out.
 
     Both paths compute the same function (the explicit one exists for attention maps and as a reference).
-    ``drop_p`` is the attention dropout to apply now (pass 0 outside training).
+    ``drop_p`` is the attention dropout to apply now (pass 0 outside training); ``attn_mask`` a boolean ``[n, N]``
+    (``True``: may attend; None: every pair), e.g. the world model's block-causal mask.
     """
     if use_sdpa:
         if q.device.type == "cpu" and q.dtype == torch.bfloat16:
@@ -50,10 +53,15 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float, use_sdpa: bool, drop_
             # benchmarks/train_step.py --profile: 413 vs 64 ms per ViT-tiny step), which cancels what bf16 matrix
             # products gain: attend in float32 and hand back bf16.
             with torch.autocast("cpu", enabled=False):
-                out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=drop_p, scale=scale)
+                out = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), attn_mask=attn_mask, dropout_p=drop_p, scale=scale
+                )
             return out.to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=drop_p, scale=scale)
-    attn = ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop_p, scale=scale)
+    logits = (q @ k.transpose(-2, -1)) * scale
+    if attn_mask is not None:
+        logits = logits.masked_fill(~attn_mask, float("-inf"))
+    attn = logits.softmax(dim=-1)
     return F.dropout(attn, drop_p) @ v if drop_p > 0 else attn @ v
 
 
@@ -82,12 +90,12 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor, rope: Rope3D | None = None) -> Tensor:
+    def forward(self, x: Tensor, rope: Rope3D | None = None, attn_mask: Tensor | None = None) -> Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = rope.rotate(q), rope.rotate(k)
-        x = _attend(q, k, v, self.scale, self.use_sdpa, self.attn_drop.p if self.training else 0.0)
+        x = _attend(q, k, v, self.scale, self.use_sdpa, self.attn_drop.p if self.training else 0.0, attn_mask)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 
@@ -122,8 +130,8 @@ class Block(nn.Module):
         else:
             self.mlp = Mlp(dim, hidden, act_layer=act_layer, drop=drop)
 
-    def forward(self, x: Tensor, rope: Rope3D | None = None) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), rope))
+    def forward(self, x: Tensor, rope: Rope3D | None = None, attn_mask: Tensor | None = None) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), rope, attn_mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 

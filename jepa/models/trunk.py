@@ -32,13 +32,20 @@ def build_blocks(depth: int, drop_path_rate: float, make_block: Callable[..., nn
     return nn.ModuleList(make_block(drop_path=rate) for rate in drop_path_ramp(depth, drop_path_rate))
 
 
-def run_block(block: nn.Module, x: Tensor, rope: Rope3D | None = None, checkpointing: bool = False) -> Tensor:
+def run_block(
+    block: nn.Module, x: Tensor, rope: Rope3D | None = None, checkpointing: bool = False,
+    attn_mask: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """One block over tokens ``[B, N, D]`` -> ``[B, N, D]``; with ``checkpointing`` (and autograd on) its
     activations are recomputed in the backward pass instead of stored (the RNG state is replayed, so stochastic
-    depth and dropout draw the same masks)."""
+    depth and dropout draw the same masks). ``attn_mask``: a boolean ``[N, N]`` (``True``: may attend)."""
+    if attn_mask is None:  # (the call every encoder and predictor makes, unchanged)
+        if checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, rope, use_reentrant=False)
+        return block(x, rope)
     if checkpointing and torch.is_grad_enabled():
-        return checkpoint(block, x, rope, use_reentrant=False)
-    return block(x, rope)
+        return checkpoint(block, x, rope, attn_mask, use_reentrant=False)
+    return block(x, rope, attn_mask)
 
 
 def run_blocks(
