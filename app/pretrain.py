@@ -25,6 +25,7 @@ import resource
 import signal
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,12 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from jepa.checkpoint import CheckpointError, atomic_write, read_checkpoint
 from jepa.config import ConfigError, PretrainConfig, dump_config, to_dict
-from jepa.config.pretrain import model_spec_from_config_dict
+from jepa.config.pretrain import image_steps_before, is_image_step, model_spec_from_config_dict
 from jepa.config.spec import ARCHITECTURE_KEYS, Difference, spec_differences
 from jepa.data import read_bad_sample_log
 from jepa.data.sampling import EpochSampler, MapDataset, SeededDataset, WeightedEpochSampler, mix_seed
 from jepa.masks.collate import MaskCollator
+from jepa.models.vision_transformer import Modality
 from jepa.runtime.distributed import (
     RankShardCollator,
     RankShardDataset,
@@ -55,7 +57,14 @@ from jepa.runtime.precision import resolve_dtype
 from jepa.training import builders
 from jepa.training.builders import build_models, clip_groups, loss_type_for, mask_token_indices, pretrain_schedules
 from jepa.training.builders import mask_sets as mask_sets  # re-exported: tests and scripts pair masks through it
-from jepa.training.ddp import GlobalGroupMean, wrap_ddp
+from jepa.training.ddp import (
+    GlobalGroupMean,
+    full_optimizer_state_dict,
+    full_state_dict,
+    load_optimizer,
+    shard_fsdp,
+    wrap_ddp,
+)
 from jepa.training.lejepa import LeJEPA
 from jepa.training.losses import collapse_stats
 from jepa.training.meta_arch import JEPA, ClipGroup, JEPAOutput, MaskSet
@@ -75,6 +84,9 @@ CSV_COLUMNS = [
 ]  # fmt: skip
 # app vjepa_droid logs its two terms: loss_pred is teacher forcing, loss_rollout the rollout.
 CSV_COLUMNS_WORLD_MODEL = [*CSV_COLUMNS, "loss_rollout"]
+# app vjepa_2_1 logs its dense term (unweighted; 0 without loss.predict_all) and what the logged step trained on
+# (image | video; "ranks" when some ranks train on images and the others on video).
+CSV_COLUMNS_VJEPA21 = [*CSV_COLUMNS, "loss_context", "modality"]
 # The clips a `dataset_type: moving_digits` run generates, read at every build (so that tests can make it smaller).
 MOVING_DIGITS_VIDEOS = builders.MOVING_DIGITS_VIDEOS
 
@@ -175,6 +187,27 @@ def _memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+@dataclass
+class DataStream:
+    """One data set's loader on this rank, and where a step reads from it: batch ``k`` (counted over passes) is
+    batch ``k % batches_per_pass`` of pass ``k // batches_per_pass`` of the sampler's permutation."""
+
+    loader: DataLoader
+    sampler: EpochSampler | WeightedEpochSampler
+    global_batch: int  # samples per batch over all the ranks that share this stream
+    batches_per_pass: int
+    dataset: MapDataset
+
+    def batches(self, position: int) -> Iterator[Any]:
+        """The batches from batch ``position`` on, without end (each pass re-seeded from its index)."""
+        while True:
+            pass_index, offset = divmod(position, self.batches_per_pass)
+            self.sampler.set_epoch(pass_index, offset * self.global_batch)
+            for batch in self.loader:
+                yield batch
+                position += 1
+
+
 class Pretrainer:
     """Owns one run: model, optimizer, data, schedules, logging and checkpoints in ``cfg.logging.folder``.
 
@@ -187,6 +220,9 @@ class Pretrainer:
         self.device = torch.device(device)
         self.rank, self.world_size = get_rank(), get_world_size()
         self.is_main = self.rank == 0
+        self.image_mix = cfg.image_mix(self.world_size)  # app vjepa_2_1 with img_data: ranks | interleave
+        if self.image_mix == "ranks":
+            builders.rank_split(cfg, self.world_size)  # the batches divide over the ranks (before any building)
         self.files = run_folder(cfg, writer=self.is_main)
         self.folder, self.tag = self.files.folder, self.files.tag
         seed = cfg.meta.seed
@@ -199,27 +235,38 @@ class Pretrainer:
             encoder, _ = build_models(cfg)
             self.model = builders.build_lejepa(cfg, encoder).to(self.device)
         else:
+            teacher = builders.build_teacher(cfg)  # first: it sets the width the student's predictor outputs
             encoder, predictor = build_models(cfg)
             self.model = JEPA(
                 encoder, predictor, loss_type_for(cfg), loss.loss_exp, loss.reg_coeff, loss.center_targets,
                 sigreg_weight=loss.sigreg_weight, sigreg_on=loss.sigreg_on, sigreg_directions=loss.sigreg_directions,
-                target=loss.target, seed=cfg.meta.seed,
+                target=loss.target, seed=cfg.meta.seed, teacher=teacher, **builders.jepa_objective_kwargs(cfg),
             ).to(self.device)  # fmt: skip
         self._warned_rank = False
         # meta.eval_freq: the online k-NN probe, on rank 0 (None: off, or no labelled held-out split).
-        self.online_probe = make_online_probe(cfg, self.device) if self.rank == 0 and not cfg.is_world_model else None
+        # Sharded, the target encoder's forward is a collective: every rank scores (rank 0 logs).
+        probing = (self.rank == 0 or cfg.meta.sharding == "fsdp") and not cfg.is_world_model
+        self.online_probe = make_online_probe(cfg, self.device) if probing else None
         # DDP averages the gradients of encoder and predictor (the target encoder has none); the target encoder
         # then moves identically on every rank, since every rank applies the same update to the same weights.
         # No buffer changes during training (no batch norm), so nothing to broadcast before each forward.
         # Clips of several lengths on several ranks: a rank's losses weigh each length by its share of the global
         # batch's clips of it, and a rank without clips of one length leaves that length's mask tokens unused.
         by_length = self.world_size > 1 and cfg.app != "lejepa" and len(cfg.data.clip_lengths) > 1
-        self.forward_model = wrap_ddp(
-            GlobalGroupMean(self.model, cfg.data.clip_lengths) if by_length else self.model, self.device,
-            self.world_size, sync_buffers=False,
-            # The AC predictor's extrinsics encoder gets no gradient without extrinsics (as officially).
-            find_unused_parameters=cfg.is_world_model or builders.spare_mask_tokens(cfg) > 0 or by_length,
-        )  # fmt: skip
+        self.sharded = cfg.meta.sharding == "fsdp"
+        if self.sharded:
+            self._check_fsdp(by_length)
+            # FSDP2 shards the modules in place (same classes and names); every rank runs every forward.
+            self.forward_model: torch.nn.Module = shard_fsdp(self.model)
+        else:
+            self.forward_model = wrap_ddp(
+                GlobalGroupMean(self.model, cfg.data.clip_lengths) if by_length else self.model, self.device,
+                self.world_size, sync_buffers=False,
+                # The AC predictor's extrinsics encoder gets no gradient without extrinsics (as officially).
+                # Images and video: each step leaves the other modality's tokenizer and embeddings unused.
+                find_unused_parameters=cfg.is_world_model or builders.spare_mask_tokens(cfg) > 0 or by_length
+                or cfg.img_data is not None,
+            )  # fmt: skip
         self.optimizer = make_adamw([self.model.encoder, self.model.predictor], betas=cfg.optimization.betas)
         self.dtype = resolve_dtype(cfg.meta.dtype, self.device)
         self.autocast = self.dtype != torch.float32
@@ -228,9 +275,13 @@ class Pretrainer:
         with main_process_first():  # rank 0 generates files (moving-digit clips) before the others read them
             dataset, collator = build_dataset_and_collator(cfg, seed)
         self.dataset = dataset
-        self.global_batch = cfg.data.batch_size * self.world_size
-        self.loader = self._make_loader(dataset, collator, seed)
-        self.ipe = cfg.optimization.ipe or self.batches_per_pass
+        self.streams, video_passes = self._make_streams(dataset, collator, seed)
+        # The stream this rank trains on (the video one when interleaved), under the names of one-modality runs.
+        main = self.streams[self.rank_modality]
+        self.loader, self.sampler, self.global_batch = main.loader, main.sampler, main.global_batch
+        self.batches_per_pass = main.batches_per_pass
+        # An epoch is a pass over the video data (in video batches, whatever the mix), unless optimization.ipe.
+        self.ipe = cfg.optimization.ipe or video_passes
         self.schedules = pretrain_schedules(cfg.optimization, self.ipe, world_model=cfg.is_world_model)
         self.total_steps = cfg.optimization.epochs * self.ipe
         self.step = 0
@@ -240,48 +291,139 @@ class Pretrainer:
             # Same initial weights everywhere (seeded above), but each rank its own drop-path draws.
             seed_all(mix_seed(seed, self.rank))
 
-    def _make_loader(self, dataset: MapDataset, collator: builders.Collator, seed: int) -> DataLoader:
-        """The loader of this rank's rows of the global batches; sets :attr:`sampler` and :attr:`batches_per_pass`."""
-        batch = self.cfg.data.batch_size
+    def _check_fsdp(self, by_length: bool) -> None:
+        """``meta.sharding: fsdp`` needs a process group and one of the JEPA objectives it is tested with."""
+        cfg = self.cfg
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ConfigError(
+                "meta.sharding: fsdp shards the model over the ranks of a process group: run under torchrun, Slurm "
+                "or with several devices (app.main --devices), or set meta.sharding: ddp"
+            )
+        unsupported = (
+            "app vjepa_droid (a frozen encoder: nothing to shard but the predictor)" if cfg.is_world_model
+            else "app lejepa (its target encoder is the encoder itself)" if cfg.app == "lejepa"
+            else f"data.dataset_fpcs {cfg.data.dataset_fpcs} (clips of several lengths on several ranks)" if by_length
+            else None
+        )  # fmt: skip
+        if unsupported is not None:
+            raise ConfigError(f"meta.sharding: fsdp is not supported with {unsupported}; set meta.sharding: ddp")
+        if cfg.meta.dtype == "float16":
+            raise ConfigError("meta.sharding: fsdp with meta.dtype float16 (GradScaler) is not supported: use bfloat16")
+
+    @property
+    def rank_modality(self) -> Modality:
+        """What this rank trains on when it does not interleave: images on the first image ranks of a ``ranks`` mix
+        (app vjepa_2_1), else video (the label of every other app's batches, which ignore it)."""
+        if self.image_mix == "ranks" and self.rank < self._image_ranks:
+            return "image"
+        return "video"
+
+    @property
+    def _image_ranks(self) -> int:
+        assert self.cfg.img_data is not None
+        return int(self.world_size * self.cfg.img_data.rank_ratio)
+
+    def _make_streams(
+        self, dataset: MapDataset, collator: builders.Collator, seed: int
+    ) -> tuple[dict[Modality, "DataStream"], int]:
+        """This rank's data streams (``video``, the app's data; with app vjepa_2_1's images also ``image``) and the
+        video stream's batches per pass (what an epoch is).
+
+        ``ranks`` (official): the first ``int(world_size * rank_ratio)`` ranks load images, each
+        ``img_data.batch_size``, sharded over the image ranks only; the others video, the per-rank batch scaled to
+        ``data.batch_size * world_size // video ranks`` so that the global video batch is kept, sharded over the video
+        ranks only. ``interleave``: every rank has both streams, each sharded over all ranks."""
+        cfg, d = self.cfg, self.cfg.data
+        img = cfg.img_data
+        if self.image_mix is None or img is None:
+            video = self._make_stream(dataset, collator, seed)
+            return {"video": video}, video.batches_per_pass
+        if self.world_size > 1 and len(d.clip_lengths) > 1:
+            raise ConfigError(
+                f"data.dataset_fpcs {d.dataset_fpcs} with img_data on {self.world_size} processes: clips of several "
+                "lengths next to images on several ranks are not supported; train in one process or give every entry "
+                "of data.dataset_fpcs the same length"
+            )
+        image_seed = mix_seed(seed, 1)  # the images' own order and masks, not the clips' twins
+        workers = d.num_workers if img.num_workers is None else img.num_workers
+        with main_process_first():
+            images, image_collator = builders.build_image_data(cfg, seed, image_seed)
+        if self.image_mix == "interleave":
+            video = self._make_stream(dataset, collator, seed)
+            image = self._make_stream(images, image_collator, image_seed, batch=img.batch_size, num_workers=workers)
+            return {"video": video, "image": image}, video.batches_per_pass
+        split = builders.rank_split(cfg, self.world_size)
+        image_ranks, video_ranks, video_batch = split.image_ranks, split.video_ranks, split.video_batch
+        # Every rank knows the video passes (the epoch length), image ranks too.
+        video_passes = len(self._sampler(dataset, seed)) // (video_batch * video_ranks)
+        logger.info("images and video on separate ranks: ranks 0-%d images (batch %d each), ranks %d-%d video "
+                    "(batch %d each)", image_ranks - 1, img.batch_size, image_ranks, self.world_size - 1,
+                    video_batch)  # fmt: skip
+        if self.rank < image_ranks:
+            stream = self._make_stream(images, image_collator, image_seed, batch=img.batch_size, rank=self.rank,
+                                       world=image_ranks, num_workers=workers)  # fmt: skip
+            return {"image": stream}, video_passes
+        stream = self._make_stream(dataset, collator, seed, batch=video_batch, rank=self.rank - image_ranks,
+                                   world=video_ranks)  # fmt: skip
+        return {"video": stream}, video_passes
+
+    def _sampler(self, dataset: MapDataset, seed: int) -> EpochSampler | WeightedEpochSampler:
         weights = getattr(dataset, "sample_weights", None)
         if self.cfg.data.datasets_weights is not None and weights is not None:
-            self.sampler: EpochSampler | WeightedEpochSampler = WeightedEpochSampler(weights, seed)
-        else:
-            self.sampler = EpochSampler(len(dataset), seed)
-        self.batches_per_pass = len(self.sampler) // self.global_batch
-        if self.batches_per_pass == 0:
-            raise ValueError(
-                f"data set of {len(dataset)} samples is smaller than one batch of {batch} x {self.world_size} ranks"
-            )
+            return WeightedEpochSampler(weights, seed)
+        return EpochSampler(len(dataset), seed)
+
+    def _make_loader(self, dataset: MapDataset, collator: builders.Collator, seed: int) -> DataLoader:
+        """The loader of this rank's rows of the global batches of ``data``."""
+        return self._make_stream(dataset, collator, seed).loader
+
+    def _make_stream(
+        self, dataset: MapDataset, collator: builders.Collator, seed: int, *, batch: int | None = None,
+        rank: int | None = None, world: int | None = None, num_workers: int | None = None,
+    ) -> "DataStream":  # fmt: skip
+        """The stream of data rank ``rank`` of ``world`` (default: this process's rank of all): its rows of the
+        global batches of ``batch`` x ``world`` samples (default ``data.batch_size``)."""
+        batch = self.cfg.data.batch_size if batch is None else batch
+        rank = self.rank if rank is None else rank
+        world = self.world_size if world is None else world
+        workers = self.cfg.data.num_workers if num_workers is None else num_workers
+        sampler = self._sampler(dataset, seed)
+        global_batch = batch * world
+        batches_per_pass = len(sampler) // global_batch
+        if batches_per_pass == 0:
+            raise ValueError(f"data set of {len(dataset)} samples is smaller than one batch of {batch} x {world} ranks")
         batching: dict[str, Any]
-        if self.world_size == 1:
-            batching = dict(dataset=SeededDataset(dataset), batch_size=batch, sampler=self.sampler, drop_last=True)
+        if world == 1:
+            batching = dict(dataset=SeededDataset(dataset), batch_size=batch, sampler=sampler, drop_last=True)
             batching["collate_fn"] = collator
         else:
             # Every rank walks the single-process sampler's global batches and loads its rows of each.
             batching = dict(
-                dataset=self._rank_shards(dataset, collator),
+                dataset=self._rank_shards(dataset, collator, rank, world),
                 # The samplers yield (index, seed) pairs, not the ints torch's stub expects.
-                batch_sampler=BatchSampler(self.sampler, self.global_batch, drop_last=True),  # type: ignore[arg-type]
-                collate_fn=RankShardCollator(collator, self.rank, self.world_size),
+                batch_sampler=BatchSampler(sampler, global_batch, drop_last=True),  # type: ignore[arg-type]
+                collate_fn=RankShardCollator(collator, rank, world),
             )
-        return DataLoader(
+        loader = DataLoader(
             **batching,
-            num_workers=self.cfg.data.num_workers,
+            num_workers=workers,
             pin_memory=self.cfg.data.pin_mem and self.device.type == "cuda",
-            persistent_workers=self.cfg.data.persistent_workers and self.cfg.data.num_workers > 0,
+            persistent_workers=self.cfg.data.persistent_workers and workers > 0,
             # Its own generator: creating an iterator must not consume the global RNG that drop path uses,
             # or a run resumed mid-pass would diverge from the uninterrupted one.
             generator=torch.Generator().manual_seed(seed),
             worker_init_fn=_ignore_interrupts,
         )
+        return DataStream(loader, sampler, global_batch, batches_per_pass, dataset)
 
-    def _rank_shards(self, dataset: MapDataset, collator: builders.Collator) -> RankShardDataset:
-        """The loader's data set on this rank: its rows of each global batch, or with clips of several lengths its
-        rows of each length group of it (grouped by the lengths the data set gives its indices, before loading)."""
+    def _rank_shards(self, dataset: MapDataset, collator: builders.Collator, rank: int, world: int
+                     ) -> RankShardDataset:  # fmt: skip
+        """The loader's data set on data rank ``rank`` of ``world``: its rows of each global batch, or with clips of
+        several lengths its rows of each length group of it (grouped by the lengths the data set gives its indices,
+        before loading)."""
         seeded = SeededDataset(dataset)
         if isinstance(collator, MaskCollator):
-            return RankShardDataset(seeded, self.rank, self.world_size)
+            return RankShardDataset(seeded, rank, world)
         fpcs, weight = self.cfg.data.dataset_fpcs, self.cfg.loss.sigreg_weight
         if weight > 0:
             raise ConfigError(
@@ -297,7 +439,7 @@ class Pretrainer:
                 "does not give the clip length of each index (clip_lengths), which the ranks group batches by"
             )
         return RankShardDataset(
-            seeded, self.rank, self.world_size, clip_lengths=clip_lengths, group_positions=collator.group_positions
+            seeded, rank, world, clip_lengths=clip_lengths, group_positions=collator.group_positions
         )
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -309,11 +451,14 @@ class Pretrainer:
         """The official checkpoint layout, plus what exact resume needs (step, RNG states, config). With several
         ranks, ``rng`` is rank 0's state and ``rng_per_rank`` lists every rank's (a collective: all ranks call it)."""
         rng_per_rank = all_gather_objects(rng_state())
+        # Sharded (FSDP2), each entry is gathered into its full tensor: the same layout as unsharded (collectives).
+        networks = (self.model.encoder, self.model.predictor, self.model.target_encoder)
+        encoder, predictor, target = (full_state_dict(m) if self.sharded else m.state_dict() for m in networks)
         state = {
-            "encoder": self.model.encoder.state_dict(),
-            "predictor": self.model.predictor.state_dict(),
-            "target_encoder": self.model.target_encoder.state_dict(),
-            "opt": self.optimizer.state_dict(),
+            "encoder": encoder,
+            "predictor": predictor,
+            "target_encoder": target,
+            "opt": full_optimizer_state_dict(self.optimizer) if self.sharded else self.optimizer.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "epoch": self.step // self.ipe,
             "loss": loss,
@@ -354,7 +499,7 @@ class Pretrainer:
         load_modules(ckpt, {name: getattr(self.model, name) for name in ("encoder", "predictor", "target_encoder")},
                      path)  # fmt: skip
         if ckpt.get("opt") is not None:
-            self.optimizer.load_state_dict(ckpt["opt"])
+            load_optimizer(self.optimizer, ckpt["opt"])
         if self.scaler is not None and ckpt.get("scaler") is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
         # Official files count epochs only; ours also store the exact step.
@@ -426,17 +571,37 @@ class Pretrainer:
         self.step += 1
         sigreg = None if out.loss_sigreg is None else out.loss_sigreg.detach()
         rollout = None if out.loss_rollout is None else out.loss_rollout.detach()
+        context = None if out.loss_context is None else out.loss_context.detach()
         return JEPAOutput(loss.detach(), out.loss_pred.detach(), out.loss_reg.detach(), out.target_pooled, sigreg,
-                          out.position_share, rollout)  # fmt: skip
+                          out.position_share, rollout, loss_context=context)  # fmt: skip
 
     def _batches(self, max_steps: int) -> Iterator[Any]:
+        """The batches of the steps from :attr:`step` to ``max_steps`` (the caller advances the step)."""
+        for batch, _ in self._steps(max_steps):
+            yield batch
+
+    def modality_at(self, step: int) -> Modality:
+        """What global step ``step`` trains on here: with an interleaved image + video run, images iff
+        :func:`jepa.config.pretrain.is_image_step`; else this rank's modality (:attr:`rank_modality`)."""
+        if self.image_mix == "interleave":
+            assert self.cfg.img_data is not None
+            return "image" if is_image_step(step, self.cfg.img_data.rank_ratio) else "video"
+        return self.rank_modality
+
+    def _steps(self, max_steps: int) -> Iterator[tuple[Any, Modality]]:
+        """``(batch, modality)`` of the steps from :attr:`step` to ``max_steps``. Each stream starts at the batch
+        the steps before :attr:`step` used of it (interleaved: ``floor(step * rank_ratio)`` image batches, the
+        rest video), so a resumed run reads what the uninterrupted one does."""
+        if self.image_mix == "interleave":
+            assert self.cfg.img_data is not None
+            images = image_steps_before(self.step, self.cfg.img_data.rank_ratio)
+            position: dict[Modality, int] = {"image": images, "video": self.step - images}
+        else:
+            position = {self.rank_modality: self.step}
+        streams = {m: self.streams[m].batches(k) for m, k in position.items()}
         while self.step < max_steps:
-            pass_index, offset = divmod(self.step, self.batches_per_pass)
-            self.sampler.set_epoch(pass_index, offset * self.global_batch)
-            for batch in self.loader:
-                yield batch
-                if self.step >= max_steps:
-                    return
+            modality = self.modality_at(self.step)
+            yield next(streams[modality]), modality
 
     def train(
         self,
@@ -471,8 +636,8 @@ class Pretrainer:
             self.cfg.app, end, self.cfg.optimization.epochs, self.ipe, self.cfg.data.batch_size, self.world_size,
             len(self.dataset), self.device, str(self.dtype).removeprefix("torch."),
         )  # fmt: skip
-        for batch in self._batches(end):
-            groups = clip_groups(self.cfg, batch, self.device)
+        for batch, modality in self._steps(end):
+            groups = clip_groups(self.cfg, batch, self.device, modality)
             result = self.train_step(groups)
             steps_since += 1
             at_epoch_end = self.step % self.ipe == 0
@@ -514,7 +679,8 @@ class Pretrainer:
             check_run_folder(self.cfg, resume=False, overwrite=False)
         if self.is_main:
             self._write_params(resumed=self.step > 0 and fresh)
-        columns = CSV_COLUMNS_WORLD_MODEL if self.cfg.is_world_model else CSV_COLUMNS
+        columns = CSV_COLUMNS_WORLD_MODEL if self.cfg.is_world_model else CSV_COLUMNS_VJEPA21 if \
+            self.cfg.is_vjepa21 else CSV_COLUMNS  # fmt: skip
         return self.files.csv_log(f"{self.tag}_r0.csv", columns, column="step", value=self.step)
 
     def _log_step(
@@ -545,6 +711,9 @@ class Pretrainer:
         )  # fmt: skip
         if self.cfg.is_world_model:
             row["loss_rollout"] = metrics["loss_rollout"]
+        if self.cfg.is_vjepa21:
+            row["loss_context"] = metrics["loss_context"]
+            row["modality"] = "ranks" if self.image_mix == "ranks" else self.modality_at(self.step - 1)
         if csv is not None:
             csv.log(**row)
         if self.cfg.is_world_model:
@@ -573,7 +742,8 @@ class Pretrainer:
                                   value=self.step // self.ipe)  # fmt: skip
 
     def _online_probe(self, epoch: int, csv: CSVLogger | None) -> None:
-        """``meta.eval_freq``: the k-NN accuracy of the target encoder on the held-out split (rank 0 only)."""
+        """``meta.eval_freq``: the k-NN accuracy of the target encoder on the held-out split (rank 0; sharded, every
+        rank computes it, since the encoder's forward gathers the shards)."""
         probe = self.online_probe
         if probe is None or not probe.due(epoch, self.cfg.optimization.epochs):
             return
@@ -613,10 +783,12 @@ class Pretrainer:
     def _bad_sample_log(self, rank: int) -> Path | None:
         """Point the data set's record of unreadable files (one per rank, appended by every worker) at the run
         folder; None when the data set keeps no such record."""
-        if not hasattr(self.dataset, "bad_sample_log"):
+        logged = [s.dataset for s in self.streams.values() if hasattr(s.dataset, "bad_sample_log")]
+        if not logged:
             return None
         path = self.folder / f"{self.tag}_bad_samples_r{rank}.tsv"
-        self.dataset.bad_sample_log = path
+        for dataset in logged:  # images and video of app vjepa_2_1 in one record
+            dataset.bad_sample_log = path
         return path
 
     def _bad_samples(self) -> dict[str, str]:
@@ -643,25 +815,19 @@ class Pretrainer:
         sigreg = zero if result.loss_sigreg is None else result.loss_sigreg
         share = zero if result.position_share is None else result.position_share
         rollout = zero if result.loss_rollout is None else result.loss_rollout
-        scalars = (result.loss, result.loss_pred, result.loss_reg, sigreg, share, rollout)
-        if self.world_size == 1:
-            # One host sync for the six scalars, not one each.
-            loss, loss_pred, loss_reg, loss_sigreg, pos_share, loss_rollout = torch.stack(
-                [t.double() for t in scalars]
-            ).tolist()
-            return dict(
-                loss=loss, loss_pred=loss_pred, loss_reg=loss_reg, loss_sigreg=loss_sigreg, pos_share=pos_share,
-                loss_rollout=loss_rollout, nonfinite=bool(self.nonfinite), pooled=result.target_pooled,
-            )  # fmt: skip
+        context = zero if result.loss_context is None else result.loss_context
+        scalars = (result.loss, result.loss_pred, result.loss_reg, sigreg, share, rollout, context)
+        names = ("loss", "loss_pred", "loss_reg", "loss_sigreg", "pos_share", "loss_rollout", "loss_context")
         losses = torch.stack([t.double() for t in scalars])
+        if self.world_size == 1:
+            # One host sync for the scalars, not one each.
+            return dict(zip(names, losses.tolist(), strict=True), nonfinite=bool(self.nonfinite),
+                        pooled=result.target_pooled)  # fmt: skip
         packed = torch.cat([losses, self.nonfinite.double().reshape(1)])
-        loss, loss_pred, loss_reg, loss_sigreg, pos_share, loss_rollout, nonfinite = all_reduce_sum(packed).tolist()
+        *sums, nonfinite = all_reduce_sum(packed).tolist()
         n = self.world_size
-        return dict(
-            loss=loss / n, loss_pred=loss_pred / n, loss_reg=loss_reg / n, loss_sigreg=loss_sigreg / n,
-            pos_share=pos_share / n, loss_rollout=loss_rollout / n, nonfinite=nonfinite > 0,
-            pooled=all_gather_cat(result.target_pooled),
-        )  # fmt: skip
+        return dict({k: v / n for k, v in zip(names, sums, strict=True)}, nonfinite=nonfinite > 0,
+                    pooled=all_gather_cat(result.target_pooled))  # fmt: skip
 
     def _check_finite(self, nonfinite: bool) -> None:
         if nonfinite:

@@ -16,7 +16,8 @@ same encoder at random initialisation (``pretrain.checkpoint=null`` in an eval),
 Images: the train and val splits of the configured data set (an ImageFolder's ``train/`` and ``val/``, or a
 built-in set's split); ``--val DIR`` takes another folder of class sub-folders as the val split. Video: one
 ``--task NAME=TRAIN_CSV,VAL_CSV`` per label to probe (the CSVs' ``<path> <label>`` lines); moving digits default to
-its digit and motion labels. A val split that is the train split is refused: a probe scored on its training
+its digit and motion labels. A V-JEPA 2.1 config with ``img_data`` probes its images too (task ``image_label``;
+``--val`` is then the images' val split). A val split that is the train split is refused: a probe scored on its training
 data measures nothing.
 
 Read-outs (each pretrained vs random init): ``mean`` logistic regression on mean-pooled last-layer tokens,
@@ -32,6 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,19 +78,19 @@ def check_distinct(task: str, train: object, val: object) -> None:
         raise SystemExit(f"task {task}: the val split {val} is the train split; give held-out data")
 
 
-def image_splits(cfg: PretrainConfig, val_dir: str | None) -> dict[str, tuple[object, object]]:
+def image_splits(d: Any, seed: int, val_dir: str | None) -> dict[str, tuple[object, object]]:
+    """The ``label`` task of an image data section ``d`` (``data``, or V-JEPA 2.1's ``img_data``)."""
     from jepa.image.datasets import ImageFolder, make_image_dataset
     from jepa.image.transforms import make_eval_transforms
 
-    d = cfg.data
     transform = make_eval_transforms(crop_size=d.crop_size, resize_ratio=1.0)
     kw = dict(root_path=d.root_path, image_folder=d.image_folder, transform=transform, image_size=d.crop_size)
-    train = make_image_dataset(d.dataset_type, split="train", seed=cfg.meta.seed, on_error="skip", **kw)
+    train = make_image_dataset(d.dataset_type, split="train", seed=seed, on_error="skip", **kw)
     if val_dir is not None:
         check_distinct("label", getattr(train, "root", None) or "", val_dir)
         val = ImageFolder(Path(val_dir), transform=transform, on_error="skip")
     else:
-        val = make_image_dataset(d.dataset_type, split="val", seed=cfg.meta.seed, on_error="skip", **kw)
+        val = make_image_dataset(d.dataset_type, split="val", seed=seed, on_error="skip", **kw)
     return {"label": (train, val)}
 
 
@@ -170,6 +172,8 @@ def features(encoder, data: Decoded, batch_size: int = 64) -> tuple[Split, torch
     tokens, layers, pixels = [], [], []
     for i in range(0, len(data.x), batch_size):
         x = data.x[i : i + batch_size]
+        if x.ndim == 4 and getattr(encoder, "img_temporal_dim_size", None) == 1:
+            x = x.unsqueeze(2)  # V-JEPA 2.1: images are 1-frame clips through the image tokenizer
         outs = encoder.forward_intermediates(x, norm=True, intermediates_only=True)
         tokens.append(outs[-1])
         layers.append(torch.cat([o.mean(dim=1) for o in outs], dim=1))
@@ -210,13 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_pretrain_config(args.fname, args.overrides)
     # The probe data first: a wrong --task or --val fails before minutes of pretraining.
     if cfg.is_video:
-        if args.val is not None:
+        if args.val is not None and cfg.img_data is None:
             raise SystemExit("--val is for image data; video tasks take --task NAME=TRAIN_CSV,VAL_CSV")
         splits = video_splits(cfg, args.tasks)
+        if cfg.img_data is not None:  # V-JEPA 2.1 on images and video: probe both (--val: the images' val split)
+            splits.update({f"image_{k}": v for k, v in image_splits(cfg.img_data, cfg.meta.seed, args.val).items()})
     else:
         if args.tasks:
             raise SystemExit("--task is for video data; images read the data set's train/val splits (or --val)")
-        splits = image_splits(cfg, args.val)
+        splits = image_splits(cfg.data, cfg.meta.seed, args.val)
 
     t0 = time.perf_counter()
     ckpt = args.checkpoint or Pretrainer(cfg, "cpu").train(max_steps=args.max_steps)["checkpoint"]

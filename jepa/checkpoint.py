@@ -421,7 +421,7 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], source: str)
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__}: shape mismatch for " + "; ".join(mismatched)
         )
-    result = model.load_state_dict(state_dict, strict=False)
+    result = model.load_state_dict(_as_sharded(state_dict, expected), strict=False)
     problems = []
     if result.missing_keys:
         problems.append(f"missing keys {result.missing_keys}")
@@ -429,6 +429,23 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], source: str)
         problems.append(f"unexpected keys {result.unexpected_keys}")
     if problems:
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
+
+
+def _as_sharded(state_dict: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """``state_dict`` with each full tensor whose entry in ``expected`` (the model's own state dict) is an FSDP2
+    shard (a ``DTensor``) distributed as that entry is: a sharded model loads a full checkpoint, each rank keeping
+    its shard. An unsharded model gets ``state_dict`` unchanged."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not any(isinstance(v, DTensor) for v in expected.values()):
+        return state_dict
+    out: dict[str, Tensor] = {}
+    for k, v in state_dict.items():
+        own = expected.get(k)
+        if isinstance(own, DTensor) and not isinstance(v, DTensor):
+            v = distribute_tensor(v.to(own.device, own.dtype), own.device_mesh, own.placements)
+        out[k] = v
+    return out
 
 
 def _freeze(model: M) -> M:

@@ -19,6 +19,8 @@ def cpu(monkeypatch):
 
     def set_flags(flags: set[str], machine: str = "x86_64") -> None:
         monkeypatch.delenv("JEPA_CPU_BF16", raising=False)
+        for key in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+            monkeypatch.delenv(key, raising=False)
         monkeypatch.setattr(precision, "cpu_flags", lambda: set(flags))
         monkeypatch.setattr(precision.platform, "machine", lambda: machine)
         cpu_bf16_support.cache_clear()
@@ -44,6 +46,22 @@ def test_auto_is_bfloat16_only_where_the_cpu_computes_it(cpu, flags, machine, na
         dtype = resolve_dtype("auto", "cpu")
     assert dtype == (torch.bfloat16 if native else torch.float32)
     assert "auto -> " in caplog.text and "CPU (" in caplog.text  # the choice is logged with its reason
+
+
+def test_a_bf16_cpu_with_onednn_held_below_bf16_emulates_it(cpu, monkeypatch):
+    """A oneDNN ISA limit below AVX-512 BF16 makes a bf16 CPU compute bf16 matrix products as an AVX2-only CPU does
+    (about 1 GFLOP/s measured here): auto must then be float32."""
+    cpu({"avx512f", "avx512_bf16", "amx_bf16"})
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX512_CORE")
+    assert cpu_bf16_support() == (False, "CPU has avx512_bf16 and amx_bf16 but DNNL_MAX_CPU_ISA=AVX512_CORE: bf16 is "
+                                         "emulated")  # fmt: skip
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    cpu({"avx512f", "avx512_bf16"})
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert cpu_bf16_support() == (False, "CPU has avx512_bf16 but ONEDNN_MAX_CPU_ISA=avx2: bf16 is emulated")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")  # a limit above bf16 keeps it native
+    cpu_bf16_support.cache_clear()
+    assert cpu_bf16_support()[0] is True
 
 
 def test_explicit_bfloat16_on_an_emulating_cpu_warns_and_is_honoured(cpu, caplog):

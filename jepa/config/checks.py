@@ -107,6 +107,12 @@ def _check_pretrain(cfg: PretrainConfig, problems: _Problems, resume: bool) -> N
             _check_csv(f"data.val_datasets[{i}]", Path(csv), problems)
     elif not cfg.is_video and kind not in BUILTIN_IMAGES:
         _check_image_split(d.root_path, d.image_folder, "train", problems)
+    img = cfg.img_data  # app vjepa_2_1's images
+    if img is not None and img.dataset_type.lower() not in BUILTIN_IMAGES:
+        _check_image_split(img.root_path, img.image_folder, "train", problems, section="img_data")
+    if cfg.distillation.teacher_checkpoint and not Path(cfg.distillation.teacher_checkpoint).is_file():
+        ckpt = cfg.distillation.teacher_checkpoint
+        problems.add("distillation.teacher_checkpoint", ckpt, f"{ckpt} does not exist (the teacher's checkpoint)")
     folder = Path(cfg.logging.folder)
     meta = cfg.meta
     latest = folder / f"{cfg.logging.write_tag}-latest.pth.tar"
@@ -175,10 +181,11 @@ def _check_csv(key: str, path: Path, problems: _Problems, num_classes: int | Non
         problems.add(key, path, f"annotation file {path} lists no videos")
 
 
-def _check_image_split(root_path: str | None, image_folder: str | None, split: str, problems: _Problems) -> int | None:
+def _check_image_split(root_path: str | None, image_folder: str | None, split: str, problems: _Problems,
+                       section: str = "data") -> int | None:  # fmt: skip
     """``root_path / image_folder / split`` holds class folders (:func:`jepa.image.datasets.imagenet_split_root`);
-    returns how many, or None after reporting a problem."""
-    key = "data.root_path / data.image_folder"
+    returns how many, or None after reporting a problem (under the keys of ``section``)."""
+    key = f"{section}.root_path / {section}.image_folder"
     root = Path(root_path or "") / (image_folder or "") / split
     if not root.is_dir():
         problems.add(key, root, f"image split folder {root} does not exist")

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -45,6 +46,8 @@ VIDEO_DATASET_TYPES = ("VideoDataset", "moving_digits")  # app.pretrain.video_an
 # app vjepa_droid (jepa.worldmodel): DROID-layout trajectories listed in data.datasets, or the generated toy world.
 WORLD_DATASET_TYPES = ("droid", "toy_world")
 BUILTIN_IMAGES = ("digits", "mnist5k")
+# The apps of masked video pretraining (V-JEPA, V-JEPA 2; V-JEPA 2.1 adds images in the same run).
+VIDEO_APPS = ("vjepa", "vjepa_2_1")
 _INT_MIN = "an int >= 1"
 _DEFAULT_FRAMES = 16  # DataConfig.num_frames
 _DEFAULT_FRAME_STEP = 4  # the frame step when no spacing is set (the official V-JEPA default)
@@ -253,6 +256,108 @@ class VideoMaskConfig:
         require(self.max_keep is None or self.max_keep >= 1, "max_keep", self.max_keep, "null or an int >= 1")
 
 
+# How images and video share a run (app vjepa_2_1): some ranks on each, as officially, or interleaved steps.
+ImageMix = Literal["auto", "ranks", "interleave"]
+
+
+@dataclass(kw_only=True)
+class ImageDataConfig:
+    """V-JEPA 2.1's image data (``img_data``): images trained as 1-frame clips through the encoder's tubelet-1
+    tokenizer (``model.img_temporal_dim_size: 1``), with their own crop size, batch size and masks (``img_mask``).
+
+    The data sources are ours, as in ``data`` (``dataset_type`` ImageFolder / imagenet with ``root_path`` and
+    ``image_folder``, or the built-in digits / mnist5k); ``datasets`` and ``datasets_weights`` are the official
+    loader's paths and are not read. ``mix`` picks how images and video share the run (see
+    :attr:`PretrainConfig.image_mix`): ``ranks`` (official) trains the first ``int(world_size * rank_ratio)`` ranks on
+    images and the others on video; ``interleave`` runs image steps on every rank, step ``i`` being one iff
+    ``floor((i + 1) * rank_ratio) > floor(i * rank_ratio)``; ``auto`` is ``ranks`` when that gives at least one image
+    rank and one video rank, else ``interleave``.
+    """
+
+    dataset_type: str = "imagenet"
+    root_path: str | None = None
+    image_folder: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    datasets_weights: list[float] | None = None
+    dataset_fpcs: list[int] = field(default_factory=lambda: [1])
+    batch_size: int = 64  # per image rank (ranks), per rank on an image step (interleave)
+    crop_size: int = 512
+    crop_scale: Pair = (0.3, 1.0)  # the random resized crop's area (official: data_aug.random_resize_scale's default)
+    rank_ratio: float = 0.25
+    num_workers: int | None = None  # default: data.num_workers
+    mix: ImageMix = "auto"
+
+    def __post_init__(self) -> None:
+        check_choice("dataset_type", self.dataset_type, IMAGE_DATASET_TYPES)
+        require(self.batch_size >= 1, "batch_size", self.batch_size, _INT_MIN)
+        require(self.crop_size >= 1, "crop_size", self.crop_size, _INT_MIN)
+        require(self.dataset_fpcs == [1], "dataset_fpcs", self.dataset_fpcs,
+                "[1] (images are 1-frame clips through the tubelet-1 tokenizer)")  # fmt: skip
+        # 0 and 1 (interleave: video or images only, the same model) are the learning check's one-modality baselines.
+        require(0 <= self.rank_ratio <= 1, "rank_ratio", self.rank_ratio,
+                "a share in [0, 1] of the ranks (ranks) or of the steps (interleave) on images")  # fmt: skip
+        require(self.num_workers is None or self.num_workers >= 0, "num_workers", self.num_workers,
+                "null (data.num_workers) or an int >= 0")  # fmt: skip
+        check_range("crop_scale", self.crop_scale, 0.0, 1.0, lo_open=True)
+        kind = self.dataset_type.lower()
+        if kind in BUILTIN_IMAGES:
+            for key in ("root_path", "image_folder"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(
+                        f"{key} is set, but dataset_type {self.dataset_type} is built in and reads no folder: set "
+                        "dataset_type: ImageFolder to train on it, or remove the key"
+                    )
+            for key in sorted(set_fields(self) & {"datasets", "datasets_weights"}):
+                warn_unused(f"img_data.{key}", f"dataset_type {self.dataset_type} is built in and reads no folder")
+            return
+        if self.root_path is None:
+            # An official file names its image folder in datasets; ours reads root_path / image_folder / train.
+            if len(self.datasets) != 1:
+                raise ConfigError(
+                    f"root_path: required for dataset_type {self.dataset_type} (the image folder), or one folder in "
+                    f"datasets (got {len(self.datasets)})"
+                )
+            self.root_path = self.datasets[0]
+            logger.info("img_data.root_path: %s, the folder img_data.datasets names", self.root_path)
+        elif self.datasets:
+            warn_unused("img_data.datasets", "img_data.root_path names the image folder")
+        if self.datasets_weights is not None and len(self.datasets_weights) > 1:
+            warn_unused("img_data.datasets_weights", "one image folder is read")
+
+
+@dataclass(kw_only=True)
+class DistillationConfig:
+    """V-JEPA 2.1's distillation: a frozen teacher encoder supplies the regression targets instead of the EMA target
+    encoder, with the same data, masks and loop; the student's predictor outputs the teacher's width.
+
+    Attributes:
+        teacher_checkpoint: the teacher's file (a training checkpoint of ours or an official one); null: no teacher.
+        teacher_key: the entry of that file holding the teacher (``target_encoder``, ``encoder`` or
+            ``ema_encoder``).
+        teacher_release: the teacher's architecture as a hub release (``vjepa2_1_vit_gigantic_384``, ...;
+            :mod:`jepa.hub`); null: the config stored in ``teacher_checkpoint`` (a checkpoint of ours).
+    """
+
+    teacher_checkpoint: str | None = None
+    teacher_key: Literal["target_encoder", "encoder", "ema_encoder"] = "target_encoder"
+    teacher_release: str | None = None
+    # The width of the teacher's targets (its levels x its width): null here, filled in from the teacher when the
+    # run starts, so that the config a checkpoint stores describes the student's predictor; given, it must agree.
+    teacher_embed_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.teacher_checkpoint != "", "teacher_checkpoint", self.teacher_checkpoint, "null or a path")
+        require(self.teacher_embed_dim is None or self.teacher_embed_dim >= 1, "teacher_embed_dim",
+                self.teacher_embed_dim, "null (read from the teacher) or an int >= 1")  # fmt: skip
+        if self.teacher_checkpoint is None:
+            for key in sorted(set_fields(self)):
+                warn_unused(f"distillation.{key}", "distillation.teacher_checkpoint is null (no teacher)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.teacher_checkpoint is not None
+
+
 def encoder_size(model_name: str | None, embed_dim: int | None, depth: int | None, num_heads: int | None
                  ) -> dict[str, int | None]:  # fmt: skip
     """``embed_dim``, ``depth``, ``num_heads`` of a released size (``model_name``) or of the custom ones."""
@@ -307,9 +412,35 @@ class ModelConfig:
     # app vjepa_droid: the action-conditioned predictor's block-causal attention and extrinsics tokens.
     pred_is_frame_causal: bool = True
     use_extrinsics: bool = False
+    # app vjepa_2_1 (V-JEPA 2.1, official key names unless said): the image tokenizer for inputs of this many frames
+    # (1), learned modality embeddings, RoPE positions rescaled to the 16-token grid, the RoPE layout (ours; auto:
+    # pairwise for vjepa_2_1, duplicated otherwise), the target levels (levels_predictor: the last n of the four
+    # deep-supervised blocks), and the weight of the context loss per modality with its ramp (0 before
+    # lambda_start_iter, linear to lambda_end_iter, then held; ours: the official code fixes 15000 and 30000).
+    img_temporal_dim_size: int | None = None
+    modality_embedding: bool = False
+    interpolate_rope: bool = False
+    rope_layout: Literal["auto", "duplicated", "pairwise"] = "auto"
+    levels_predictor: int = 4
+    normalize_predictor: bool = False
+    lambda_value_img: float = 0.0
+    lambda_value_vid: float = 0.0
+    lambda_progressive: bool = True
+    lambda_start_iter: int = 15000
+    lambda_end_iter: int = 30000
+    # Official switches whose only released value is the one accepted here (see _check_noop_keys).
+    n_registers: int = 0
+    n_registers_predictor: int = 0
+    has_cls_first: bool = False
+    is_causal: bool = False
+    pred_is_causal: bool = False
+    init_type: str = "default"
+    use_pred_silu: bool | None = None  # null: model.use_silu (the predictor shares the encoder's activation)
+    compile_model: bool = False
 
     def __post_init__(self) -> None:
         check_encoder_size(self.model_name, self.embed_dim, self.depth, self.num_heads)
+        self._check_vjepa21_keys()
         require(self.mlp_ratio > 0, "mlp_ratio", self.mlp_ratio, "> 0")
         require(self.pred_depth >= 1, "pred_depth", self.pred_depth, _INT_MIN)
         require(self.pred_embed_dim >= 1, "pred_embed_dim", self.pred_embed_dim, _INT_MIN)
@@ -321,6 +452,41 @@ class ModelConfig:
                 f"heads ({'pred_num_heads' if self.pred_num_heads else 'the encoder num_heads'})"
             )
         require(0 <= self.drop_path_rate < 1, "drop_path_rate", self.drop_path_rate, "a probability in [0, 1)")
+
+    def _check_vjepa21_keys(self) -> None:
+        """The V-JEPA 2.1 keys' own bounds; official switches this version does not implement take only their no-op
+        value (an error otherwise, naming the key)."""
+        require(self.img_temporal_dim_size in (None, 1), "img_temporal_dim_size", self.img_temporal_dim_size,
+                "null (no image tokenizer) or 1 (images as 1-frame clips, as V-JEPA 2.1)")  # fmt: skip
+        require(1 <= self.levels_predictor <= 4, "levels_predictor", self.levels_predictor,
+                "1 to 4 (the last levels of the four deep-supervised blocks that are regressed)")  # fmt: skip
+        for key in ("lambda_value_img", "lambda_value_vid"):
+            require(getattr(self, key) >= 0, key, getattr(self, key), ">= 0 (the context loss's weight)")
+        require(self.lambda_start_iter >= 0, "lambda_start_iter", self.lambda_start_iter, "steps >= 0")
+        if self.lambda_progressive and self.lambda_end_iter <= self.lambda_start_iter:
+            raise ConfigError(
+                f"lambda_end_iter: got {self.lambda_end_iter}, expected more than lambda_start_iter "
+                f"{self.lambda_start_iter} (the context-loss weight ramps between them), or lambda_progressive: false"
+            )
+        noop: tuple[tuple[str, object, str], ...] = (
+            ("n_registers", 0, "register tokens are not implemented"),
+            ("n_registers_predictor", 0, "predictor register tokens are not implemented"),
+            ("has_cls_first", False, "a class token is not implemented"),
+            ("is_causal", False, "causal encoder attention is not implemented"),
+            ("pred_is_causal", False, "causal predictor attention is not implemented"),
+            ("init_type", "default", "only the default (truncated normal) initialisation is implemented"),
+        )
+        for key, value, why in noop:
+            require(getattr(self, key) == value, key, getattr(self, key), f"{value!r} ({why})")
+        if self.use_pred_silu is not None and self.use_pred_silu != self.use_silu:
+            raise ConfigError(
+                f"use_pred_silu: got {self.use_pred_silu}, expected use_silu's value {self.use_silu} (the predictor "
+                "shares the encoder's activation here); remove use_pred_silu or set use_silu to it"
+            )
+        if self.interpolate_rope and not self.use_rope:
+            raise ConfigError("interpolate_rope: true rescales RoPE positions, but use_rope is false")
+        if self.compile_model:
+            warn_unused("model.compile_model", "models run eagerly here (torch.compile is not wired in)")
 
     @property
     def size(self) -> dict[str, int]:
@@ -356,9 +522,18 @@ class LossConfig:
     # predictions are layer-normed (the official files: true; the official code reads a missing key as false).
     auto_steps: int = 1
     normalize_reps: bool = True
+    # app vjepa_2_1: dense prediction (the context tokens are predicted too; null: true for vjepa_2_1, as
+    # officially), their loss weighted by 1 / sqrt(distance to the nearest target token), that distance rescaled to
+    # the 16-token grid (offset_context_loss); shift_by_n (the official chop_last_n_tokens) only as null / 0.
+    predict_all: bool | None = None
+    weight_distance_loss: bool = False
+    offset_context_loss: bool = False
+    shift_by_n: int | None = None
 
     def __post_init__(self) -> None:
         require(self.auto_steps >= 1, "auto_steps", self.auto_steps, _INT_MIN)
+        require(self.shift_by_n in (None, 0), "shift_by_n", self.shift_by_n,
+                "null or 0 (dropping the last tokens, official chop_last_n_tokens, is not implemented)")  # fmt: skip
         require(0 <= self.lejepa_lambda <= 1, "lejepa_lambda", self.lejepa_lambda, "a weight in [0, 1]")
         require(self.loss_exp > 0, "loss_exp", self.loss_exp, "> 0 (the loss is |z - h| ** loss_exp / loss_exp)")
         require(self.reg_coeff >= 0, "reg_coeff", self.reg_coeff, ">= 0")
@@ -385,6 +560,9 @@ class MetaConfig:
     # auto: bfloat16 on GPUs and CPUs with native bf16 (AVX-512 BF16 / AMX), float32 elsewhere (jepa.runtime.precision)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     use_sdpa: bool = True
+    # ddp: every rank holds the whole model (DistributedDataParallel); fsdp: FSDP2 shards weights, gradients and
+    # AdamW state over the ranks (jepa.training.ddp.shard_fsdp), for ViT-g / gigantic; checkpoints are the same.
+    sharding: Literal["ddp", "fsdp"] = "ddp"
     log_freq: int = 10  # steps between log lines / CSV rows
     checkpoint_freq: int = 1  # epochs between checkpoints (the last epoch is always saved)
     # Epochs between online k-NN probes of the target encoder on a labelled held-out split (jepa.training.
@@ -502,13 +680,29 @@ def check_position_widths(where: str, width: int, heads: int, *, video: bool, un
         raise ConfigError(f"{where}: the sine-cosine position table needs a width divisible by {step}, got {width}")
 
 
-def pretrain_model_spec(video: bool, data: DataConfig, model: ModelConfig, use_sdpa: bool, num_mask_tokens: int
+def pretrain_model_spec(video: bool, data: DataConfig, model: ModelConfig, use_sdpa: bool, num_mask_tokens: int,
+                        *, vjepa21: bool = False, predict_all: bool = False, teacher_embed_dim: int | None = None,
                         ) -> ModelSpec:  # fmt: skip
     """The one mapping of a pretraining config's keys (``data``'s grid, ``model``, ``meta.use_sdpa``, the number of
     mask configs) onto the model spec, for a config (:meth:`PretrainConfig.model_spec`) and for a stored one
-    (:func:`model_spec_from_config_dict`)."""
+    (:func:`model_spec_from_config_dict`).
+
+    ``vjepa21`` (app vjepa_2_1): the encoder gets V-JEPA 2.1's options (image tokenizer, modality embeddings, deep
+    supervision with ``model.levels_predictor`` levels, pairwise RoPE unless ``model.rope_layout`` says otherwise,
+    ``interpolate_rope``) and the predictor the same levels in and out, ``predict_all`` as ``return_all_tokens`` and
+    a distillation teacher's output width as ``teacher_embed_dim``."""
     m = model
     size = {} if m.model_name else dict(m.size, mlp_ratio=m.mlp_ratio)  # a released size fixes its MLP ratio too
+    layout = m.rope_layout if m.rope_layout != "auto" else "pairwise" if vjepa21 else "duplicated"
+    v21_encoder: dict[str, Any] = dict(rope_layout=layout)
+    v21_predictor: dict[str, Any] = {}
+    if vjepa21:
+        levels = m.levels_predictor
+        v21_encoder.update(img_temporal_dim_size=m.img_temporal_dim_size, modality_embedding=m.modality_embedding,
+                           deep_supervision=True, n_output_distillation=levels,
+                           interpolate_rope=m.interpolate_rope)  # fmt: skip
+        v21_predictor = dict(n_output_distillation=levels, teacher_embed_dim=teacher_embed_dim,
+                             return_all_tokens=predict_all, interpolate_rope=m.interpolate_rope)  # fmt: skip
     encoder = EncoderSpec.of(
         m.model_name,
         **size,
@@ -523,6 +717,7 @@ def pretrain_model_spec(video: bool, data: DataConfig, model: ModelConfig, use_s
         use_sdpa=use_sdpa,
         drop_path_rate=m.drop_path_rate,
         use_activation_checkpointing=m.use_activation_checkpointing,
+        **v21_encoder,
     )
     predictor = PredictorSpec(
         predictor_embed_dim=m.pred_embed_dim,
@@ -532,6 +727,7 @@ def pretrain_model_spec(video: bool, data: DataConfig, model: ModelConfig, use_s
         use_mask_tokens=m.use_mask_tokens,
         zero_init_mask_tokens=m.zero_init_mask_tokens,
         square_rope_grid=False,  # trained here: RoPE positions of the real grid (the square one is a release quirk)
+        **v21_predictor,
     )
     return ModelSpec(encoder=encoder, predictor=predictor)
 
@@ -544,6 +740,19 @@ def world_model_encoder_spec(data: DataConfig, model: ModelConfig, use_sdpa: boo
     one_step.num_frames = data.tubelet_size
     spec = pretrain_model_spec(True, one_step, model, use_sdpa, 1)
     return ModelSpec(encoder=spec.encoder)
+
+
+def is_image_step(step: int, rank_ratio: float) -> bool:
+    """Whether global step ``step`` of an interleaved image + video run (``img_data.mix: interleave``) trains on
+    images: iff ``floor((step + 1) * rank_ratio) > floor(step * rank_ratio)``, so that the first ``n`` steps hold
+    ``floor(n * rank_ratio)`` image steps, spread evenly, and any step's modality and both loaders' positions are
+    functions of the step alone (a resumed run continues as the uninterrupted one)."""
+    return image_steps_before(step + 1, rank_ratio) > image_steps_before(step, rank_ratio)
+
+
+def image_steps_before(step: int, rank_ratio: float) -> int:
+    """The image steps among global steps ``0 .. step - 1`` of an interleaved run (see :func:`is_image_step`)."""
+    return math.floor(step * Fraction(repr(rank_ratio)))  # exact: 0.29 * 100 is 28.999... in floats
 
 
 def mask_token_count(mask_configs: int, dataset_fpcs: list[int] | None) -> int:
@@ -570,9 +779,16 @@ def model_spec_from_config_dict(config: Mapping[str, Any]) -> ModelSpec:
     if config.get("app") == "vjepa_droid":
         return world_model_encoder_spec(data, section(ModelConfig, "model"), meta.use_sdpa)
     mask = config.get("mask")
-    video = config.get("app", "vjepa") == "vjepa"
+    app = config.get("app", "vjepa")
+    video = app in VIDEO_APPS
     tokens = mask_token_count(len(mask) if isinstance(mask, list) else 1, data.dataset_fpcs if video else None)
-    return pretrain_model_spec(video, data, section(ModelConfig, "model"), meta.use_sdpa, tokens)
+    model = section(ModelConfig, "model")
+    if app != "vjepa_2_1":
+        return pretrain_model_spec(video, data, model, meta.use_sdpa, tokens)
+    loss = section(LossConfig, "loss", ("predict_all",))
+    teacher = (config.get("distillation") or {}).get("teacher_embed_dim")
+    return pretrain_model_spec(video, data, model, meta.use_sdpa, tokens, vjepa21=True,
+                               predict_all=loss.predict_all is not False, teacher_embed_dim=teacher)  # fmt: skip
 
 
 @dataclass(kw_only=True)
@@ -632,6 +848,11 @@ class ToyWorldConfig:
                     "[x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")  # fmt: skip
 
 
+# Model keys that only app vjepa_2_1 reads.
+_VJEPA21_MODEL_KEYS = {
+    "img_temporal_dim_size", "modality_embedding", "interpolate_rope", "levels_predictor", "normalize_predictor",
+    "lambda_value_img", "lambda_value_vid", "lambda_progressive", "lambda_start_iter", "lambda_end_iter",
+}  # fmt: skip
 # Keys that only app vjepa_droid reads: (section, key) -> a reason for the warning elsewhere.
 _WORLD_MODEL_KEYS = (("loss", "auto_steps"), ("loss", "normalize_reps"), ("meta", "pretrain_checkpoint"),
                      ("meta", "context_encoder_key"), ("meta", "target_encoder_key"), ("meta", "load_predictor"),
@@ -641,10 +862,13 @@ _WORLD_MODEL_KEYS = (("loss", "auto_steps"), ("loss", "normalize_reps"), ("meta"
 
 @dataclass(kw_only=True)
 class PretrainConfig:
-    """A whole pretraining run. ``app`` picks the modality and objective: ``ijepa`` (images), ``vjepa`` (video) or
-    ``lejepa`` (LeJEPA's multi-view recipe on images, its keys in ``lejepa`` and ``loss.lejepa_lambda``)."""
+    """A whole pretraining run. ``app`` picks the modality and objective: ``ijepa`` (images), ``vjepa`` (video),
+    ``vjepa_2_1`` (V-JEPA 2.1: video, with images of ``img_data`` in the same run, dense and deep-supervised
+    prediction, optionally distilled from a teacher of ``distillation``), ``lejepa`` (LeJEPA's multi-view recipe on
+    images, its keys in ``lejepa`` and ``loss.lejepa_lambda``) or ``vjepa_droid`` (the action-conditioned world
+    model)."""
 
-    app: Literal["ijepa", "vjepa", "lejepa", "vjepa_droid"] = "vjepa"
+    app: Literal["ijepa", "vjepa", "vjepa_2_1", "lejepa", "vjepa_droid"] = "vjepa"
     nodes: int = 1
     tasks_per_node: int = 1
     # Slurm resources of each task (app.main_distributed; its --cpus-per-task / --mem-per-gpu win when given).
@@ -660,11 +884,48 @@ class PretrainConfig:
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     lejepa: LeJEPAConfig = field(default_factory=LeJEPAConfig)
     toy_world: ToyWorldConfig = field(default_factory=ToyWorldConfig)
+    # app vjepa_2_1: the image data trained beside data's video, and their masks (V-JEPA mask configs drawn on the
+    # 1-frame token grid with tubelets of 1, as officially; null: the list of mask, as officially).
+    img_data: ImageDataConfig | None = None
+    img_mask: list[VideoMaskConfig] | None = None
+    distillation: DistillationConfig = field(default_factory=DistillationConfig)
 
     @property
     def is_video(self) -> bool:
-        """Masked video pretraining (``app: vjepa``); the world model reads video too but has no masks."""
-        return self.app == "vjepa"
+        """Masked video pretraining (``app: vjepa`` and ``vjepa_2_1``); the world model reads video too but has no
+        masks."""
+        return self.app in VIDEO_APPS
+
+    @property
+    def is_vjepa21(self) -> bool:
+        return self.app == "vjepa_2_1"
+
+    @property
+    def image_masks(self) -> list[VideoMaskConfig]:
+        """The mask configs of image batches (app vjepa_2_1): ``img_mask``, else the video ones (as officially)."""
+        assert isinstance(self.mask, list)  # a video app (checked in __post_init__)
+        return self.img_mask if self.img_mask is not None else self.mask
+
+    def image_mix(self, world_size: int) -> Literal["ranks", "interleave"] | None:
+        """How this run shares its steps between images and video on ``world_size`` processes: ``ranks`` (the
+        first ``int(world_size * img_data.rank_ratio)`` ranks train on images), ``interleave`` (every rank, image
+        steps by :func:`is_image_step`), or None without ``img_data``. ``auto`` is ``ranks`` when that leaves at
+        least one rank to each modality. A ``ranks`` mix that cannot (one process, or too few image ranks) is a
+        :class:`ConfigError`."""
+        img = self.img_data
+        if img is None:
+            return None
+        image_ranks = int(world_size * img.rank_ratio)
+        possible = world_size > 1 and 1 <= image_ranks < world_size
+        if img.mix == "auto":
+            return "ranks" if possible else "interleave"
+        if img.mix == "ranks" and not possible:
+            raise ConfigError(
+                f"img_data.mix: ranks needs at least one image rank and one video rank, but int({world_size} ranks x "
+                f"rank_ratio {img.rank_ratio}) = {image_ranks}: use mix: interleave (or auto), more processes or "
+                "another rank_ratio"
+            )
+        return img.mix
 
     @property
     def is_world_model(self) -> bool:
@@ -697,7 +958,12 @@ class PretrainConfig:
         ``app: vjepa_droid`` the frozen encoder alone (:func:`world_model_encoder_spec`)."""
         if self.is_world_model:
             return world_model_encoder_spec(self.data, self.model, self.meta.use_sdpa)
-        return pretrain_model_spec(self.is_video, self.data, self.model, self.meta.use_sdpa, self.num_mask_tokens)
+        if not self.is_vjepa21:
+            return pretrain_model_spec(self.is_video, self.data, self.model, self.meta.use_sdpa, self.num_mask_tokens)
+        return pretrain_model_spec(
+            True, self.data, self.model, self.meta.use_sdpa, self.num_mask_tokens, vjepa21=True,
+            predict_all=bool(self.loss.predict_all), teacher_embed_dim=self.distillation.teacher_embed_dim,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         require(self.nodes >= 1, "nodes", self.nodes, _INT_MIN)
@@ -745,6 +1011,7 @@ class PretrainConfig:
                 f": a cooldown starts from optimization.anneal_ckpt ({self.optimization.anneal_ckpt!r}); set one of "
                 "the two"
             )
+        self._check_vjepa21()
         if self.is_world_model:
             self._check_world_model()
         else:
@@ -755,6 +1022,58 @@ class PretrainConfig:
             for key in sorted(set_fields(self.toy_world)):
                 warn_unused(f"toy_world.{key}", f"only app vjepa_droid reads it, this is app {self.app}")
         self._check_lejepa()
+
+    def _check_vjepa21(self) -> None:
+        """``app: vjepa_2_1``: the image data's grid and tokenizer, the defaults the official code gives its keys
+        (``loss.predict_all`` true), and the teacher; elsewhere its keys are unused (a warning) or contradict the
+        app (an error)."""
+        m, loss = self.model, self.loss
+        if not self.is_vjepa21:
+            reason = f"only app vjepa_2_1 reads it, this is app {self.app}"
+            for key in ("img_data", "img_mask"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"{key}: images beside video in one run need app: vjepa_2_1 (this is app "
+                                      f"{self.app})")  # fmt: skip
+            if self.distillation.enabled:
+                raise ConfigError(f"distillation.teacher_checkpoint: a teacher needs app: vjepa_2_1 (this is app "
+                                  f"{self.app})")  # fmt: skip
+            for key in sorted(set_fields(m) & _VJEPA21_MODEL_KEYS):
+                warn_unused(f"model.{key}", reason)
+            for key in sorted(set_fields(loss) & {"predict_all", "weight_distance_loss", "offset_context_loss"}):
+                warn_unused(f"loss.{key}", reason)
+            return
+        if loss.predict_all is None:
+            loss.predict_all = True  # the official default
+        if not loss.predict_all:
+            for key in sorted(set_fields(loss) & {"weight_distance_loss", "offset_context_loss"}):
+                warn_unused(f"loss.{key}", "loss.predict_all is false (no context loss)")
+            for key in sorted(set_fields(m) & {"lambda_value_img", "lambda_value_vid"}):
+                warn_unused(f"model.{key}", "loss.predict_all is false (no context loss)")
+        depth = m.size["depth"]
+        if depth < 4:
+            raise ConfigError(
+                f"model.depth: got {depth}, expected >= 4: app vjepa_2_1 regresses the outputs of four blocks "
+                "(deep supervision)"
+            )
+        img = self.img_data
+        if img is None:
+            if self.img_mask is not None:
+                warn_unused("img_mask", "img_data is not set (a video-only run)")
+            if "lambda_value_img" in set_fields(m):
+                warn_unused("model.lambda_value_img", "img_data is not set (a video-only run)")
+            return
+        if m.img_temporal_dim_size != 1:
+            raise ConfigError(
+                f"model.img_temporal_dim_size: got {m.img_temporal_dim_size!r}, expected 1 with img_data (images go "
+                "through the tubelet-1 tokenizer as 1-frame clips)"
+            )
+        if img.crop_size % self.data.patch_size:
+            raise ConfigError(
+                f"img_data.crop_size {img.crop_size} is not a multiple of data.patch_size {self.data.patch_size}"
+            )
+        if not m.use_rope and img.crop_size != self.data.crop_size:
+            logger.info("img_data.crop_size %d differs from data.crop_size %d: the image tokens' sine-cosine table "
+                        "is resampled to their grid", img.crop_size, self.data.crop_size)  # fmt: skip
 
     def _check_world_model(self) -> None:
         """``app: vjepa_droid``: its data (DROID CSVs, or the toy world without them), and the keys of the masked

@@ -35,15 +35,27 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# oneDNN ISA limits (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA) under which its bf16 matrix products are emulated.
+_ONEDNN_NO_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 @functools.cache
 def cpu_bf16_support() -> tuple[bool, str]:
-    """Whether this CPU computes bf16 matrix products natively, and what says so."""
+    """Whether this CPU computes bf16 matrix products natively, and what says so: the CPU's flags, and on x86 that
+    oneDNN, which computes them, is not limited below AVX-512 BF16 (``ONEDNN_MAX_CPU_ISA=AVX2`` makes a bf16 CPU
+    emulate them at about 1 GFLOP/s, as an AVX2-only CPU does; ``ATEN_CPU_CAPABILITY=avx2`` does not: measured
+    198 GFLOP/s bf16 against 84 float32 on one thread of this project's Xeon)."""
     override = os.environ.get("JEPA_CPU_BF16")
     if override in ("0", "1"):
         return override == "1", f"JEPA_CPU_BF16={override}"
     flags = cpu_flags()
     capability = torch.backends.cpu.get_cpu_capability()
     native = [f for f in _X86_BF16_FLAGS if f in flags]
+    if native:
+        limit = next((f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+                      if os.environ.get(k, "").upper() in _ONEDNN_NO_BF16), None)  # fmt: skip
+        if limit is not None:
+            return False, f"CPU has {' and '.join(native)} but {limit}: bf16 is emulated"
     if platform.machine() in ("aarch64", "arm64") and "bf16" in flags:
         native.append("bf16")
     if native:

@@ -2,22 +2,25 @@
 batch feeds the JEPA module, the loss and the schedules. ``app.pretrain`` wires them into its trainer; the
 benchmarks use them directly."""
 
+import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
-from jepa.config import PretrainConfig
+from jepa.config import ConfigError, PretrainConfig
 from jepa.config.pretrain import ImageMaskConfig, OptimizationConfig
+from jepa.config.spec import EncoderSpec
 from jepa.data.sampling import MapDataset
 from jepa.masks.collate import MaskCollator
 from jepa.models import VisionTransformer, VisionTransformerPredictor
 from jepa.models.builder import build_models_from_spec
+from jepa.models.vision_transformer import Modality
 from jepa.training.lejepa import LeJEPA, Projector, multiview_groups
 from jepa.training.meta_arch import ClipGroup, MaskSet
 from jepa.training.schedules import Schedules
@@ -40,6 +43,89 @@ MOVING_DIGITS_FPS = 8  # their frame rate (what data.fps is taken from)
 def build_models(cfg: PretrainConfig) -> tuple[VisionTransformer, VisionTransformerPredictor]:
     """Encoder and predictor as the config describes them (its model spec, through the one builder)."""
     return build_models_from_spec(cfg.model_spec())
+
+
+def jepa_objective_kwargs(cfg: PretrainConfig) -> dict[str, Any]:
+    """The :class:`jepa.training.meta_arch.JEPA` keywords of app vjepa_2_1's objective (dense prediction and its
+    weight schedule per modality, the target levels, normalised predictions); none for the other apps."""
+    if not cfg.is_vjepa21:
+        return {}
+    m, loss = cfg.model, cfg.loss
+    dense = bool(loss.predict_all)
+    return dict(
+        predict_all=dense,
+        weight_distance_loss=dense and loss.weight_distance_loss,
+        offset_context_loss=dense and loss.offset_context_loss,
+        context_lambda={"image": m.lambda_value_img, "video": m.lambda_value_vid} if dense else {},
+        lambda_progressive=m.lambda_progressive,
+        lambda_start=m.lambda_start_iter,
+        lambda_end=m.lambda_end_iter,
+        levels=m.levels_predictor,
+        normalize_predictor=m.normalize_predictor,
+    )
+
+
+def teacher_spec(cfg: PretrainConfig, checkpoint: Mapping[str, Any]) -> EncoderSpec:
+    """The architecture of the distillation teacher in ``checkpoint`` (``cfg.distillation``): the hub release
+    ``teacher_release``, else the config the file stores (a checkpoint of ours), run at this run's input size and
+    with the student's number of levels (``model.levels_predictor``: the teacher's last levels are the targets)."""
+    from jepa.config.pretrain import model_spec_from_config_dict
+
+    d, levels = cfg.distillation, cfg.model.levels_predictor
+    if d.teacher_release is not None:
+        from jepa.hub import get_release
+
+        try:
+            release = get_release(d.teacher_release)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"distillation.teacher_release: {e}") from None
+        spec = release.spec().encoder
+    else:
+        stored = checkpoint.get("config")
+        if not isinstance(stored, Mapping):
+            raise ConfigError(
+                f"distillation.teacher_release: required, since {d.teacher_checkpoint} stores no config to read the "
+                "teacher's architecture from (name a hub release, e.g. vjepa2_1_vit_gigantic_384)"
+            )
+        spec = model_spec_from_config_dict(stored).encoder
+    if cfg.img_data is not None and spec.img_temporal_dim_size != 1:
+        raise ConfigError(
+            f"distillation: the teacher {d.teacher_release or d.teacher_checkpoint} has no image tokenizer "
+            "(img_temporal_dim_size 1), but img_data trains on images: distil from a V-JEPA 2.1 encoder"
+        )
+    if levels > spec.levels and not spec.deep_supervision:
+        raise ConfigError(
+            f"model.levels_predictor: got {levels}, but the teacher {d.teacher_release or d.teacher_checkpoint} "
+            "has one level (no deep supervision): set levels_predictor: 1"
+        )
+    run: dict[str, Any] = dict(img_size=cfg.data.crop_size, num_frames=cfg.data.num_frames, use_sdpa=cfg.meta.use_sdpa)
+    if spec.deep_supervision:
+        run["n_output_distillation"] = levels
+    return dataclasses.replace(spec, **run)
+
+
+def build_teacher(cfg: PretrainConfig) -> VisionTransformer | None:
+    """The frozen distillation teacher of ``cfg.distillation`` (None without one), loaded strictly from
+    ``teacher_checkpoint[teacher_key]``; sets ``cfg.distillation.teacher_embed_dim`` to the width of its targets
+    (levels x width), the student predictor's output width, and refuses another value given in the config."""
+    d = cfg.distillation
+    if d.teacher_checkpoint is None:
+        return None
+    from jepa.checkpoint import load_encoder, read_checkpoint
+
+    checkpoint = read_checkpoint(d.teacher_checkpoint, mmap=True)
+    spec = teacher_spec(cfg, checkpoint)
+    teacher = load_encoder(checkpoint, which=d.teacher_key, spec=spec)
+    width = spec.embed_dim * spec.levels
+    if d.teacher_embed_dim is not None and d.teacher_embed_dim != width:
+        raise ConfigError(
+            f"distillation.teacher_embed_dim: got {d.teacher_embed_dim}, but the teacher's targets are {width} wide "
+            f"({spec.levels} level(s) of {spec.embed_dim}): remove the key"
+        )
+    d.teacher_embed_dim = width
+    logger.info("distillation teacher: %s [%s], %s, targets %d wide", d.teacher_checkpoint, d.teacher_key,
+                d.teacher_release or "architecture from its stored config", width)  # fmt: skip
+    return teacher
 
 
 def build_lejepa(cfg: PretrainConfig, encoder: VisionTransformer) -> LeJEPA:
@@ -166,6 +252,61 @@ def _image_data(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, MaskCollato
     assert isinstance(cfg.mask, ImageMaskConfig)  # an ijepa config holds one mask mapping (PretrainConfig checks it)
     collator = MultiblockMaskCollator2D(cfg.mask, input_size=d.crop_size, patch_size=d.patch_size, seed=seed)
     return _image_dataset(cfg, seed, transform), collator
+
+
+@dataclasses.dataclass(frozen=True)
+class RankSplit:
+    """App vjepa_2_1's ``ranks`` mix on ``world_size`` processes: ranks ``0 .. image_ranks - 1`` train on images
+    (``image_batch`` each), the others on video (``video_batch`` each, so that the global video batch stays
+    ``data.batch_size * world_size``)."""
+
+    image_ranks: int
+    video_ranks: int
+    image_batch: int
+    video_batch: int
+
+
+def rank_split(cfg: PretrainConfig, world_size: int) -> RankSplit:
+    """The image and video ranks of a ``ranks`` mix and their per-rank batches, as the official run splits them;
+    a :class:`ConfigError` naming the batch size when a global batch does not divide over its ranks."""
+    img, batch = cfg.img_data, cfg.data.batch_size
+    if img is None:
+        raise ValueError("the config has no img_data section")
+    image_ranks = int(world_size * img.rank_ratio)
+    video_ranks = world_size - image_ranks
+    for key, per_rank, ranks, kind in (("img_data.batch_size", img.batch_size, image_ranks, "image"),
+                                       ("data.batch_size", batch, video_ranks, "video")):  # fmt: skip
+        if ranks < 1 or per_rank * world_size % ranks:
+            raise ConfigError(
+                f"{key}: {per_rank} x {world_size} ranks = {per_rank * world_size} does not divide over the {ranks} "
+                f"{kind} rank(s) of img_data.rank_ratio {img.rank_ratio} (the official rule for splitting the global "
+                "batch)"
+            )
+    return RankSplit(image_ranks, video_ranks, img.batch_size, batch * world_size // video_ranks)
+
+
+def build_image_data(cfg: PretrainConfig, seed: int, mask_seed: int | None = None) -> tuple[MapDataset, MaskCollator]:
+    """App vjepa_2_1's images (``img_data``) and their masks: random resized crops of ``img_data.crop_size``
+    (area ``crop_scale``, horizontal flips, as the official transform of its image ranks), and V-JEPA's multiblock
+    masks of ``cfg.image_masks`` on the 1-frame grid with tubelets of 1 (the collator gives ``[B, C, H, W]``;
+    :func:`clip_groups` makes them 1-frame clips). ``seed`` seeds the data set (the built-in digits' train / val
+    split, as the probes read it), ``mask_seed`` (default ``seed``) the masks."""
+    from jepa.image.datasets import make_image_dataset
+    from jepa.image.transforms import make_pretrain_transforms
+    from jepa.video.masks import MultiblockMaskCollator3D
+
+    img = cfg.img_data
+    if img is None:
+        raise ValueError("the config has no img_data section")
+    transform = make_pretrain_transforms(crop_size=img.crop_size, crop_scale=img.crop_scale, horizontal_flip=True)
+    dataset = make_image_dataset(
+        img.dataset_type, root_path=img.root_path, image_folder=img.image_folder, split="train", transform=transform,
+        image_size=img.crop_size, seed=seed, on_error="random", max_bad_fraction=cfg.data.max_bad_fraction,
+    )  # fmt: skip
+    collator = MultiblockMaskCollator3D(cfg.image_masks, crop_size=img.crop_size, num_frames=1,
+                                        patch_size=cfg.data.patch_size, tubelet_size=1,
+                                        seed=seed if mask_seed is None else mask_seed)  # fmt: skip
+    return dataset, collator
 
 
 def _multiview_data(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, MaskCollator]:
@@ -295,12 +436,16 @@ def spare_mask_tokens(cfg: PretrainConfig) -> int:
     return cfg.num_mask_tokens - len(used)
 
 
-def clip_groups(cfg: PretrainConfig, batch: Any, device: torch.device | str = "cpu") -> list[ClipGroup]:
+def clip_groups(
+    cfg: PretrainConfig, batch: Any, device: torch.device | str = "cpu", modality: Modality = "video"
+) -> list[ClipGroup]:
     """A loader batch as the JEPA module takes it, on ``device``: one :class:`ClipGroup` per clip length.
 
     ``batch`` is what the config's collator returns: ``((x, labels, seeds), masks_enc, masks_pred)``, or with
     several clip lengths a list of :class:`LengthGroup`; for ``app: lejepa`` one group per view kind
-    (:func:`jepa.training.lejepa.multiview_groups`).
+    (:func:`jepa.training.lejepa.multiview_groups`). ``modality="image"`` (app vjepa_2_1, a batch of
+    :func:`build_image_data`): the images ``[B, C, H, W]`` become 1-frame clips ``[B, C, 1, H, W]``, and the groups
+    are marked as images.
     """
     if cfg.app == "lejepa":
         return multiview_groups(batch, device)
@@ -317,12 +462,14 @@ def clip_groups(cfg: PretrainConfig, batch: Any, device: torch.device | str = "c
     groups = []
     for length_index, collated, masks_enc, masks_pred in parts:
         x = collated[0].to(device, non_blocking=True)
+        if modality == "image" and x.dim() == 4:
+            x = x.unsqueeze(2)  # the encoder's image tokenizer reads img_temporal_dim_size (1) frames
         sets = mask_sets(
             cfg,
             [m.to(device, non_blocking=True) for m in masks_enc],
             [m.to(device, non_blocking=True) for m in masks_pred],
         )
-        groups.append(ClipGroup(x, sets, mask_token_indices(cfg, length_index, len(sets))))
+        groups.append(ClipGroup(x, sets, mask_token_indices(cfg, length_index, len(sets)), modality))
     return groups
 
 

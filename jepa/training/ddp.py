@@ -57,7 +57,7 @@ def shard_fsdp(model: nn.Module, networks: Iterable[str] = ("encoder", "target_e
 
     Each transformer block of each network in ``networks`` (attributes of ``model``: a :class:`JEPA`'s encoder,
     EMA target encoder and predictor) is a unit of its own, then each network (its embeddings, norms, mask tokens),
-    then ``model`` (anything left). Every parameter becomes a ``DTensor`` sharded along dim 0 over the ranks, the
+    then ``model`` when anything is left. Every parameter becomes a ``DTensor`` sharded along dim 0 over the ranks, the
     forward all-gathers one unit at a time and frees it after use (forward and backward), and the backward
     reduce-scatters gradients averaged over the ranks, as DDP averages them: the same training on the global
     batch, with each rank holding ``1 / world`` of the weights, gradients and AdamW state.
@@ -79,8 +79,20 @@ def shard_fsdp(model: nn.Module, networks: Iterable[str] = ("encoder", "target_e
             for block in getattr(network, attr, ()):
                 fully_shard(block)
         fully_shard(network)
-    fully_shard(model)
+        if not any(p.requires_grad for p in network.parameters()):
+            # A network that only runs forward (the EMA target) and is a root keeps its own weights gathered after
+            # its forward, for a backward that never comes: free them, so that the EMA update meets its shards.
+            network.register_forward_hook(_reshard_after_forward)
+    # Each network is a root of its own, so that one can run alone (the online probe's target encoder); ``model``
+    # is a unit only when it holds parameters of its own.
+    inside = {id(p) for name in networks for p in getattr(model, name).parameters()}
+    if any(id(p) not in inside for p in model.parameters()):
+        fully_shard(model)
     return model
+
+
+def _reshard_after_forward(module: nn.Module, args: Any, output: Any) -> None:
+    module.reshard()  # type: ignore[operator]  # an FSDPModule
 
 
 def full_state_dict(module: nn.Module) -> dict[str, Tensor]:
@@ -148,6 +160,26 @@ def load_full_optimizer_state_dict(optimizer: torch.optim.Optimizer, state: dict
     optimizer.load_state_dict({**state, "state": sharded})
 
 
+def is_sharded(module_or_optimizer: nn.Module | torch.optim.Optimizer) -> bool:
+    """Whether any parameter of a module (or of an optimizer's groups) is an FSDP2 shard (a ``DTensor``)."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(module_or_optimizer, torch.optim.Optimizer):
+        params: Iterable[Tensor] = (p for g in module_or_optimizer.param_groups for p in g["params"])
+    else:
+        params = module_or_optimizer.parameters()
+    return any(isinstance(p, DTensor) for p in params)
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)``, or for FSDP2-sharded parameters :func:`load_full_optimizer_state_dict`
+    (a checkpoint stores the full state either way)."""
+    if is_sharded(optimizer):
+        load_full_optimizer_state_dict(optimizer, state)
+    else:
+        optimizer.load_state_dict(state)
+
+
 class GlobalGroupMean(nn.Module):
     """A :class:`~jepa.training.meta_arch.JEPA` module run on one rank's rows of a batch of clips of several
     lengths, its losses weighted so that the gradients DDP averages over the ranks are one process's on the whole
@@ -199,6 +231,7 @@ class GlobalGroupMean(nn.Module):
 
         sigregs = [o.loss_sigreg for o in outs]
         shares = [o.position_share for o in outs]
+        contexts = [o.loss_context for o in outs]
         return JEPAOutput(
             loss=weighted([o.loss for o in outs]),
             loss_pred=weighted([o.loss_pred for o in outs]),
@@ -206,6 +239,7 @@ class GlobalGroupMean(nn.Module):
             target_pooled=torch.cat([o.target_pooled for o in outs]),
             loss_sigreg=None if any(s is None for s in sigregs) else weighted(cast(list[Tensor], sigregs)),
             position_share=None if any(s is None for s in shares) else weighted(cast(list[Tensor], shares)),
+            loss_context=None if any(c is None for c in contexts) else weighted(cast(list[Tensor], contexts)),
         )
 
     def _slot(self, group: ClipGroup) -> int:

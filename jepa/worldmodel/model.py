@@ -45,7 +45,7 @@ def trajectory_batch(batch: tuple[Any, ...], device: torch.device | str = "cpu")
     """A loader batch ``((clips, actions, states, extrinsics, seeds), [], [])`` (what
     :class:`jepa.worldmodel.data.NoMasks` collates) on ``device``."""
     clips, actions, states, extrinsics = (t.to(device, non_blocking=True) for t in batch[0][:4])
-    return TrajectoryBatch(clips, (), (), actions.float(), states.float(), extrinsics.float())
+    return TrajectoryBatch(clips, (), (), actions=actions.float(), states=states.float(), extrinsics=extrinsics.float())
 
 
 def l1_term(pred: Tensor, target: Tensor, loss_exp: float = 1.0) -> Tensor:
