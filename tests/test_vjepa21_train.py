@@ -109,7 +109,7 @@ def test_levels_and_dense_prediction_reach_the_spec():
 )
 def test_config_errors_name_the_key(override, words):
     if not words:
-        assert load_pretrain_config(TINY, [override]).model_spec().encoder.interpolate_rope
+        assert load_pretrain_config(TINY, [override, "model.use_rope=true"]).model_spec().encoder.interpolate_rope
         with pytest.raises(ConfigError, match="model.interpolate_rope.*use_rope is false"):
             load_pretrain_config(TINY, [override, "model.use_rope=false"])
         return
