@@ -43,6 +43,7 @@ from jepa.config.strict import (
     ignored,
     ignored_keys,
     read_yaml_sections,
+    refuse_folder_keys,
     require,
     set_fields,
     warn_unused,
@@ -592,12 +593,7 @@ class EvalConfig(EvalConfigBase):
                         "(data.root_path / data.image_folder)"
                     )
             if d.image_dataset.lower() in BUILTIN_IMAGES:
-                for key in ("root_path", "image_folder"):
-                    if key in changed:
-                        raise ConfigError(
-                            f"data.{key} is set, but dataset_name {d.dataset_name} is built in and reads no folder: "
-                            "set data.dataset_name: ImageFolder to evaluate on it, or remove the key"
-                        )
+                refuse_folder_keys("data.", changed, "dataset_name", d.dataset_name, "evaluate")
             unused = {k: f"a video key; {self.eval_name} reads images" for k in _VIDEO_DATA_KEYS}
         for key in sorted(changed & set(unused)):
             warn_unused(f"data.{key}", unused[key])

@@ -28,6 +28,7 @@ from jepa.config.strict import (
     from_dict,
     ignored,
     read_yaml_sections,
+    refuse_folder_keys,
     require,
     set_fields,
     to_dict,
@@ -301,12 +302,7 @@ class ImageDataConfig:
         check_range("crop_scale", self.crop_scale, 0.0, 1.0, lo_open=True)
         kind = self.dataset_type.lower()
         if kind in BUILTIN_IMAGES:
-            for key in ("root_path", "image_folder"):
-                if getattr(self, key) is not None:
-                    raise ConfigError(
-                        f"{key} is set, but dataset_type {self.dataset_type} is built in and reads no folder: set "
-                        "dataset_type: ImageFolder to train on it, or remove the key"
-                    )
+            refuse_folder_keys("", set_fields(self), "dataset_type", self.dataset_type, "train")
             for key in sorted(set_fields(self) & {"datasets", "datasets_weights"}):
                 warn_unused(f"img_data.{key}", f"dataset_type {self.dataset_type} is built in and reads no folder")
             return
@@ -1197,12 +1193,7 @@ class PretrainConfig:
                     f"(dataset_type {d.dataset_type}): set app: vjepa or remove data.datasets"
                 )
             if kind in BUILTIN_IMAGES:
-                for key in ("root_path", "image_folder"):
-                    if key in changed:
-                        raise ConfigError(
-                            f"data.{key} is set, but dataset_type {d.dataset_type} is built in and reads no folder: "
-                            "set data.dataset_type: ImageFolder to train on it, or remove the key"
-                        )
+                refuse_folder_keys("data.", changed, "dataset_type", d.dataset_type, "train")
             elif d.root_path is None:
                 raise ConfigError(f"data.root_path: required for dataset_type {d.dataset_type} (the image folder)")
             reason = f"a video key; app {self.app} trains on single images"

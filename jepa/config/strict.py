@@ -222,6 +222,18 @@ def set_fields(section: "DataclassInstance") -> set[str]:
     return out
 
 
+def refuse_folder_keys(prefix: str, set_keys: set[str], name_key: str, name: object, use: str) -> None:
+    """A built-in data set (``name_key: name``) reads no folder: ``root_path`` / ``image_folder`` among the keys a
+    file set (``set_keys``) are a :class:`ConfigError` under ``prefix`` (``"data."``, or ``""`` inside a section,
+    whose path the section adds); ``use`` says what the data is for (``train``, ``evaluate``)."""
+    for key in ("root_path", "image_folder"):
+        if key in set_keys:
+            raise ConfigError(
+                f"{prefix}{key} is set, but {name_key} {name} is built in and reads no folder: set "
+                f"{prefix}{name_key}: ImageFolder to {use} on it, or remove the key"
+            )
+
+
 def warn_unused(key: str, reason: str) -> None:
     """A key that is set but that the chosen path never reads (not an error: nothing contradicts it)."""
     logger.warning("config key '%s' is set but not used: %s", key, reason)

@@ -291,7 +291,6 @@ def build_image_data(cfg: PretrainConfig, seed: int, mask_seed: int | None = Non
     masks of ``cfg.image_masks`` on the 1-frame grid with tubelets of 1 (the collator gives ``[B, C, H, W]``;
     :func:`clip_groups` makes them 1-frame clips). ``seed`` seeds the data set (the built-in digits' train / val
     split, as the probes read it), ``mask_seed`` (default ``seed``) the masks."""
-    from jepa.image.datasets import make_image_dataset
     from jepa.image.transforms import make_pretrain_transforms
     from jepa.video.masks import MultiblockMaskCollator3D
 
@@ -299,10 +298,7 @@ def build_image_data(cfg: PretrainConfig, seed: int, mask_seed: int | None = Non
     if img is None:
         raise ValueError("the config has no img_data section")
     transform = make_pretrain_transforms(crop_size=img.crop_size, crop_scale=img.crop_scale, horizontal_flip=True)
-    dataset = make_image_dataset(
-        img.dataset_type, root_path=img.root_path, image_folder=img.image_folder, split="train", transform=transform,
-        image_size=img.crop_size, seed=seed, on_error="random", max_bad_fraction=cfg.data.max_bad_fraction,
-    )  # fmt: skip
+    dataset = _image_dataset(cfg, seed, transform, source=img)
     collator = MultiblockMaskCollator3D(cfg.image_masks, crop_size=img.crop_size, num_frames=1,
                                         patch_size=cfg.data.patch_size, tubelet_size=1,
                                         seed=seed if mask_seed is None else mask_seed)  # fmt: skip
@@ -329,11 +325,14 @@ def _multiview_data(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, MaskCol
     return _image_dataset(cfg, seed, transform), MultiViewCollator(sizes, d.patch_size, seed=seed)
 
 
-def _image_dataset(cfg: PretrainConfig, seed: int, transform: Callable[[Any], object]) -> MapDataset:
-    """The config's training images, each passed through ``transform`` (a crop, or all of a sample's views)."""
+def _image_dataset(
+    cfg: PretrainConfig, seed: int, transform: Callable[[Any], object], source: Any = None
+) -> MapDataset:
+    """The config's training images, each passed through ``transform`` (a crop, or all of a sample's views), from
+    ``source``: the ``data`` section (default) or app vjepa_2_1's ``img_data`` (same source keys)."""
     from jepa.image.datasets import make_image_dataset
 
-    d = cfg.data
+    d = cfg.data if source is None else source
     return make_image_dataset(
         d.dataset_type,
         root_path=d.root_path,
@@ -343,7 +342,7 @@ def _image_dataset(cfg: PretrainConfig, seed: int, transform: Callable[[Any], ob
         image_size=d.crop_size,
         seed=seed,
         on_error="random",  # a random stand-in, not the neighbour, which would get double weight
-        max_bad_fraction=d.max_bad_fraction,
+        max_bad_fraction=cfg.data.max_bad_fraction,
     )
 
 

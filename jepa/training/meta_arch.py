@@ -277,37 +277,38 @@ class JEPA(nn.Module):
             share = torch.stack([s for _, _, s in targets]).mean()
         return JEPAOutput(loss, loss_pred, loss_reg, pooled, loss_sigreg, share, loss_context=loss_context)
 
-    def _levels_out(self, module: nn.Module, x: Tensor, masks: Sequence[Tensor] | None = None) -> Tensor:
-        """``module``'s tokens of ``x`` (only those kept by ``masks``); with several levels its training-mode
-        output ``[.., levels * D]``, as the official step calls both encoders."""
+    def _levels_out(
+        self, module: nn.Module, x: Tensor, masks: Sequence[Tensor] | None = None, levels: int | None = None
+    ) -> Tensor:
+        """``module``'s tokens of ``x`` (only those kept by ``masks``); with several levels (default
+        :attr:`levels`) its training-mode output ``[.., levels * D]``, as the official step calls both encoders."""
         args = (x,) if masks is None else (x, masks)
-        return module(*args, training=True) if self.levels > 1 else module(*args)
+        return module(*args, training=True) if (levels or self.levels) > 1 else module(*args)
 
-    def _last_level(self, tokens: Tensor) -> Tensor:
-        """The last of the ``levels`` concatenated in ``tokens`` ``[.., levels * D]`` (what inference returns)."""
-        return tokens[..., -(tokens.shape[-1] // self.levels) :] if self.levels > 1 else tokens
+    def _last_level(self, tokens: Tensor, levels: int | None = None) -> Tensor:
+        """The last of the ``levels`` (default :attr:`levels`) concatenated in ``tokens`` ``[.., levels * D]``
+        (what inference returns)."""
+        levels = levels or self.levels
+        return tokens[..., -(tokens.shape[-1] // levels) :] if levels > 1 else tokens
 
     def _targets(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The regression targets of ``x`` (:meth:`targets`, or the teacher's; centred when ``center_targets``),
         the mean-pooled raw target features ``[B, D]`` (float32, detached; the last level) and the share of the
         targets' variance their position explains. With ``target="online"`` the targets carry the online encoder's
         gradient."""
+        source = self.encoder if self.target == "online" else self.target_encoder
         if self.teacher is not None:
-            with torch.no_grad():
-                teacher_out = self.teacher(x, training=True) if self.target_levels > 1 else self.teacher(x)
-                h_full = cast(Tensor, teacher_out)
-                h = layer_norm_levels(h_full, self.target_levels)
-                if self.center_targets:
-                    h = h - h.mean(dim=0, keepdim=True)
-            self._check_teacher_grid(x, h)
-            last = h_full[..., -(h_full.shape[-1] // self.target_levels) :].float()
-            return h, last.mean(dim=1), last.new_zeros(())
+            source = self.teacher
+        levels = self.target_levels  # the teacher's, else self.levels
         with torch.set_grad_enabled(self.target == "online" and torch.is_grad_enabled()):
-            h_full = self._levels_out(self.encoder if self.target == "online" else self.target_encoder, x)
-            h = layer_norm_levels(h_full, self.levels)
+            h_full = self._levels_out(source, x, levels=levels)
+            h = layer_norm_levels(h_full, levels)
             if self.center_targets:
                 h = h - h.mean(dim=0, keepdim=True)
-        detached = self._last_level(h_full.detach()).float()
+        detached = self._last_level(h_full.detach(), levels).float()
+        if self.teacher is not None:  # frozen features, not watched for collapse (forward uses the student's)
+            self._check_teacher_grid(x, h)
+            return h, detached.mean(dim=1), detached.new_zeros(())
         return h, detached.mean(dim=1), position_share(detached)
 
     def _grid(self, x: Tensor) -> Grid:
