@@ -25,9 +25,9 @@ import resource
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -220,7 +220,7 @@ class Pretrainer:
         self.device = torch.device(device)
         self.rank, self.world_size = get_rank(), get_world_size()
         self.is_main = self.rank == 0
-        self.image_mix = cfg.image_mix(self.world_size)  # app vjepa_2_1 with img_data: ranks | interleave
+        self.image_mix = cfg.image_mix(self.world_size)  # app vjepa_2_1 with img_data: ranks | accumulate | interleave
         if self.image_mix == "ranks":
             builders.rank_split(cfg, self.world_size)  # the batches divide over the ranks (before any building)
         self.files = run_folder(cfg, writer=self.is_main)
@@ -332,7 +332,7 @@ class Pretrainer:
         ``ranks`` (official): the first ``int(world_size * rank_ratio)`` ranks load images, each
         ``img_data.batch_size``, sharded over the image ranks only; the others video, the per-rank batch scaled to
         ``data.batch_size * world_size // video ranks`` so that the global video batch is kept, sharded over the video
-        ranks only. ``interleave``: every rank has both streams, each sharded over all ranks."""
+        ranks only. ``accumulate`` and ``interleave``: every rank has both streams, each sharded over all ranks."""
         cfg, d = self.cfg, self.cfg.data
         img = cfg.img_data
         if self.image_mix is None or img is None:
@@ -348,7 +348,7 @@ class Pretrainer:
         workers = d.num_workers if img.num_workers is None else img.num_workers
         with main_process_first():
             images, image_collator = builders.build_image_data(cfg, seed, image_seed)
-        if self.image_mix == "interleave":
+        if self.image_mix in ("accumulate", "interleave"):
             video = self._make_stream(dataset, collator, seed)
             image = self._make_stream(images, image_collator, image_seed, batch=img.batch_size, num_workers=workers)
             return {"video": video, "image": image}, video.batches_per_pass
@@ -576,9 +576,10 @@ class Pretrainer:
                           out.position_share, rollout, loss_context=context)  # fmt: skip
 
     def _batches(self, max_steps: int) -> Iterator[Any]:
-        """The batches of the steps from :attr:`step` to ``max_steps`` (the caller advances the step)."""
-        for batch, _ in self._steps(max_steps):
-            yield batch
+        """The batches of the steps from :attr:`step` to ``max_steps`` (the caller advances the step; one per
+        step: not for an ``accumulate`` mix's two)."""
+        for parts in self._steps(max_steps):
+            yield parts[0][0]
 
     def modality_at(self, step: int) -> Modality:
         """What global step ``step`` trains on here: with an interleaved image + video run, images iff
@@ -588,20 +589,36 @@ class Pretrainer:
             return "image" if is_image_step(step, self.cfg.img_data.rank_ratio) else "video"
         return self.rank_modality
 
-    def _steps(self, max_steps: int) -> Iterator[tuple[Any, Modality]]:
-        """``(batch, modality)`` of the steps from :attr:`step` to ``max_steps``. Each stream starts at the batch
-        the steps before :attr:`step` used of it (interleaved: ``floor(step * rank_ratio)`` image batches, the
-        rest video), so a resumed run reads what the uninterrupted one does."""
+    def _step_modalities(self, step: int) -> dict[Modality, float | None]:
+        """The modalities global step ``step`` reads here, with their loss weights: an ``accumulate`` mix's
+        (:meth:`PretrainConfig.modality_weights`), else one modality, unweighted."""
+        if self.image_mix == "accumulate":
+            return cast(dict[Modality, float | None], self.cfg.modality_weights())
+        return {self.modality_at(step): None}
+
+    def _step_groups(self, parts: list[tuple[Any, Modality, float | None]]) -> list[ClipGroup]:
+        """A step's batches as the JEPA module takes them; a weighted part's share is split evenly over its clip
+        lengths (within a modality every (length, mask set) pair counts the same, as in a one-modality run)."""
+        groups: list[ClipGroup] = []
+        for batch, modality, weight in parts:
+            part = clip_groups(self.cfg, batch, self.device, modality)
+            groups += part if weight is None else [replace(g, weight=weight / len(part)) for g in part]
+        return groups
+
+    def _steps(self, max_steps: int) -> Iterator[list[tuple[Any, Modality, float | None]]]:
+        """The ``(batch, modality, loss weight)`` parts of each step from :attr:`step` to ``max_steps`` (one, or an
+        ``accumulate`` mix's image and video batches). Each stream starts at the batch the steps before
+        :attr:`step` used of it (interleaved: ``floor(step * rank_ratio)`` image batches, the rest video;
+        accumulated: ``step`` of each stream read), so a resumed run reads what the uninterrupted one does."""
         if self.image_mix == "interleave":
             assert self.cfg.img_data is not None
             images = image_steps_before(self.step, self.cfg.img_data.rank_ratio)
             position: dict[Modality, int] = {"image": images, "video": self.step - images}
         else:
-            position = {self.rank_modality: self.step}
+            position = {m: self.step for m in self._step_modalities(self.step)}
         streams = {m: self.streams[m].batches(k) for m, k in position.items()}
         while self.step < max_steps:
-            modality = self.modality_at(self.step)
-            yield next(streams[modality]), modality
+            yield [(next(streams[m]), m, w) for m, w in self._step_modalities(self.step).items()]
 
     def train(
         self,
@@ -636,8 +653,8 @@ class Pretrainer:
             self.cfg.app, end, self.cfg.optimization.epochs, self.ipe, self.cfg.data.batch_size, self.world_size,
             len(self.dataset), self.device, str(self.dtype).removeprefix("torch."),
         )  # fmt: skip
-        for batch, modality in self._steps(end):
-            groups = clip_groups(self.cfg, batch, self.device, modality)
+        for parts in self._steps(end):
+            groups = self._step_groups(parts)
             result = self.train_step(groups)
             steps_since += 1
             at_epoch_end = self.step % self.ipe == 0
@@ -713,7 +730,7 @@ class Pretrainer:
             row["loss_rollout"] = metrics["loss_rollout"]
         if self.cfg.is_vjepa21:
             row["loss_context"] = metrics["loss_context"]
-            row["modality"] = "ranks" if self.image_mix == "ranks" else self.modality_at(self.step - 1)
+            row["modality"] = "+".join(self._step_modalities(self.step - 1)) if self.image_mix != "ranks" else "ranks"
         if csv is not None:
             csv.log(**row)
         if self.cfg.is_world_model:
@@ -730,9 +747,10 @@ class Pretrainer:
             stats["eff_rank"], 100 * stats["eff_rank_rel"], stats["sigreg"], row["pos_share"], step_ms,
             row["samples_per_s"],
         )  # fmt: skip
-        if len(groups) > 1 and self.cfg.is_video:  # (app lejepa's groups are its view kinds, not clip lengths)
+        video = [g for g in groups if g.modality == "video"]  # (an accumulated step's images are not a length)
+        if len(video) > 1 and self.cfg.is_video:  # (app lejepa's groups are its view kinds, not clip lengths)
             logger.info("clips of the last batch per length: %s",
-                        ", ".join(f"{g.x.shape[2]} frames: {g.x.shape[0]}" for g in groups))  # fmt: skip
+                        ", ".join(f"{g.x.shape[2]} frames: {g.x.shape[0]}" for g in video))  # fmt: skip
         return metrics["loss"], now
 
     def _open_probe_log(self) -> CSVLogger | None:

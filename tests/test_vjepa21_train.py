@@ -5,6 +5,7 @@ a frozen teacher."""
 import copy
 import csv
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,7 @@ def test_tiny_config_maps_onto_the_2_1_model_spec():
     assert e.n_output_distillation == 4
     assert (e.rope_layout, e.levels, e.num_frames, e.tubelet_size) == ("pairwise", 4, 8, 2)
     assert p is not None and (p.n_output_distillation, p.return_all_tokens, p.teacher_embed_dim) == (4, True, None)
-    assert cfg.image_mix(1) == "interleave" and cfg.image_masks == cfg.img_mask
+    assert cfg.image_mix(1) == "accumulate" and cfg.image_masks == cfg.img_mask
 
 
 def test_levels_and_dense_prediction_reach_the_spec():
@@ -142,7 +143,7 @@ def test_plain_vjepa_keeps_its_model(caplog):
 
 def test_image_mix_auto_picks_ranks_when_each_modality_gets_one():
     cfg = load_pretrain_config(TINY, ["img_data.mix=auto", "img_data.rank_ratio=0.25"])
-    assert [cfg.image_mix(n) for n in (1, 2, 3, 4, 8)] == ["interleave"] * 3 + ["ranks"] * 2
+    assert [cfg.image_mix(n) for n in (1, 2, 3, 4, 8)] == ["accumulate"] * 3 + ["ranks"] * 2
     ranks = load_pretrain_config(TINY, ["img_data.mix=ranks"])
     with pytest.raises(ConfigError, match="img_data.mix: ranks needs at least one image rank"):
         ranks.image_mix(1)
@@ -229,7 +230,7 @@ def test_interleave_schedule_has_the_share_and_is_a_function_of_the_step(ratio, 
 
 
 def test_an_interleaved_run_trains_both_modalities(tmp_path, few_videos):
-    trainer = Pretrainer(tiny_run(tmp_path, "run"))
+    trainer = Pretrainer(tiny_run(tmp_path, "run", "img_data.mix=interleave"))
     assert trainer.image_mix == "interleave" and set(trainer.streams) == {"image", "video"}
     assert trainer.ipe == 60  # optimization.ipe (else the video stream's batches per pass)
     before = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
@@ -249,10 +250,11 @@ def test_an_interleaved_run_trains_both_modalities(tmp_path, few_videos):
 
 def test_an_interleaved_run_resumes_exactly(tmp_path, few_videos):
     data = tmp_path / "clips"
-    whole = Pretrainer(tiny_run(tmp_path, "a", "model.drop_path_rate=0.1", data=data))
+    keys = ("model.drop_path_rate=0.1", "img_data.mix=interleave")
+    whole = Pretrainer(tiny_run(tmp_path, "a", *keys, data=data))
     whole.train(max_steps=5)
-    Pretrainer(tiny_run(tmp_path, "b", "model.drop_path_rate=0.1", data=data)).train(max_steps=3)
-    resumed = Pretrainer(tiny_run(tmp_path, "b", "model.drop_path_rate=0.1", "meta.load_checkpoint=true", data=data))
+    Pretrainer(tiny_run(tmp_path, "b", *keys, data=data)).train(max_steps=3)
+    resumed = Pretrainer(tiny_run(tmp_path, "b", *keys, "meta.load_checkpoint=true", data=data))
     resumed.train(max_steps=5)
     assert resumed.step == 5
     for name in MODELS:
@@ -284,12 +286,68 @@ def test_distillation_regresses_a_frozen_teacher(tmp_path, few_videos):
                             "distillation.teacher_release=vjepa9", data=data))  # fmt: skip
 
 
+def test_an_accumulated_run_trains_both_modalities_every_step(tmp_path, few_videos):
+    trainer = Pretrainer(tiny_run(tmp_path, "run", "img_data.mix=accumulate", "img_data.rank_ratio=0.25"))
+    assert trainer.image_mix == "accumulate" and set(trainer.streams) == {"image", "video"}
+    parts = next(trainer._steps(1))
+    assert [(m, w) for _, m, w in parts] == [("image", 0.25), ("video", 0.75)]
+    groups = trainer._step_groups(parts)
+    assert [(g.modality, g.weight, g.x.shape[2]) for g in groups] == [("image", 0.25, 1), ("video", 0.75, 8)]
+    before = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
+    trainer.train(max_steps=3)
+    rows = read_rows(tmp_path / "run" / "jepa_r0.csv")
+    assert [r["modality"] for r in rows] == ["image+video"] * 3
+    after = trainer.model.encoder.state_dict()
+    for name in ("patch_embed.proj.weight", "patch_embed_img.proj.weight", "img_mod_embed", "video_mod_embed"):
+        assert not torch.equal(before[name], after[name]), f"{name} was not trained"
+
+
+@pytest.mark.parametrize("ratio, modality", [(1.0, "image"), (0.0, "video")])
+def test_an_accumulated_run_of_one_share_reads_one_modality(tmp_path, few_videos, ratio, modality):
+    trainer = Pretrainer(tiny_run(tmp_path, "run", "img_data.mix=accumulate", f"img_data.rank_ratio={ratio}"))
+    assert [(m, w) for _, m, w in next(trainer._steps(1))] == [(modality, 1.0)]
+    trainer.train(max_steps=2)
+    assert [r["modality"] for r in read_rows(tmp_path / "run" / "jepa_r0.csv")] == [modality] * 2
+
+
+def test_an_accumulated_run_resumes_exactly(tmp_path, few_videos):
+    data = tmp_path / "clips"
+    keys = ("model.drop_path_rate=0.1", "img_data.mix=accumulate")
+    whole = Pretrainer(tiny_run(tmp_path, "a", *keys, data=data))
+    whole.train(max_steps=4)
+    Pretrainer(tiny_run(tmp_path, "b", *keys, data=data)).train(max_steps=2)
+    resumed = Pretrainer(tiny_run(tmp_path, "b", *keys, "meta.load_checkpoint=true", data=data))
+    resumed.train(max_steps=4)
+    for name in MODELS:
+        assert_same(getattr(whole.model, name).state_dict(), getattr(resumed.model, name).state_dict(), name)
+    a, b = read_rows(tmp_path / "a" / "jepa_r0.csv"), read_rows(tmp_path / "b" / "jepa_r0.csv")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+
+
+def test_weighted_groups_give_the_weighted_sum_of_each_modalitys_loss(tmp_path, few_videos):
+    torch.manual_seed(0)
+    trainer = Pretrainer(tiny_run(tmp_path, "run", "img_data.mix=accumulate", "img_data.rank_ratio=0.3",
+                                  "model.lambda_start_iter=0", "model.lambda_end_iter=1"))  # fmt: skip
+    image, video = trainer._step_groups(next(trainer._steps(1)))
+    model = trainer.model
+    with torch.no_grad():
+        both = model([image, video], step=5)
+        single = [model([replace(g, weight=None)], step=5) for g in (image, video)]
+    for key in ("loss", "loss_pred", "loss_context"):
+        expected = 0.3 * getattr(single[0], key) + 0.7 * getattr(single[1], key)
+        torch.testing.assert_close(getattr(both, key), expected, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="give every group of a batch a weight, summing to 1"):
+        model([image, replace(video, weight=None)])
+    with pytest.raises(ValueError, match="ClipGroup.weight must be in"):
+        replace(video, weight=1.5)
+
+
 def _rank_job(rank: int, world_size: int, device: torch.device, cfg, steps: int) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(app.pretrain, "MOVING_DIGITS_VIDEOS", VIDEOS)
         trainer = Pretrainer(cfg, device)
-        batch, modality = next(trainer._steps(1))
-        x_shapes = [(modality, tuple(builders.clip_groups(cfg, batch, device, modality)[0].x.shape))]
+        x_shapes = [(m, tuple(builders.clip_groups(cfg, batch, device, m)[0].x.shape))
+                    for batch, m, _ in next(trainer._steps(1))]  # fmt: skip
         trainer.train(max_steps=steps)
     return {
         "mix": trainer.image_mix,
@@ -313,6 +371,19 @@ def test_two_ranks_one_on_images_one_on_video(tmp_path):
         assert_same(image["weights"][m], video["weights"][m], m)
     rows = read_rows(tmp_path / "ranks" / "jepa_r0.csv")
     assert [r["modality"] for r in rows] == ["ranks"] * 3
+
+
+@pytest.mark.slow
+def test_one_accumulating_process_trains_as_an_image_rank_and_a_video_rank(tmp_path):
+    """``accumulate`` is the ``ranks`` mix's gradient in one process: 1 process equals 2 gloo ranks (0.5 / 0.5)."""
+    ranks = tiny_run(tmp_path, "ranks", "img_data.mix=ranks", "data.batch_size=2", "img_data.batch_size=3")
+    image, video = jd.spawn(_rank_job, ["cpu", "cpu"], ranks, 3)
+    one = tiny_run(tmp_path, "one", "img_data.mix=accumulate", "data.batch_size=4", "img_data.batch_size=3")
+    (alone,) = jd.spawn(_rank_job, ["cpu"], one, 3)
+    assert alone["shapes"] == [("image", (3, 3, 1, 32, 32)), ("video", (4, 3, 8, 32, 32))]
+    for m in MODELS:
+        for name, value in alone["weights"][m].items():
+            torch.testing.assert_close(value, image["weights"][m][name], rtol=1e-5, atol=1e-6, msg=f"{m}.{name}")
 
 
 @pytest.mark.parametrize("name, depth, levels", [("vjepa21_vitl16", 24, (5, 11, 17, 23)),

@@ -257,8 +257,9 @@ class VideoMaskConfig:
         require(self.max_keep is None or self.max_keep >= 1, "max_keep", self.max_keep, "null or an int >= 1")
 
 
-# How images and video share a run (app vjepa_2_1): some ranks on each, as officially, or interleaved steps.
-ImageMix = Literal["auto", "ranks", "interleave"]
+# How images and video share a run (app vjepa_2_1): some ranks on each, as officially, both in every step of one
+# process (the same gradient), or interleaved steps.
+ImageMix = Literal["auto", "ranks", "accumulate", "interleave"]
 
 
 @dataclass(kw_only=True)
@@ -270,9 +271,12 @@ class ImageDataConfig:
     ``image_folder``, or the built-in digits / mnist5k); ``datasets`` and ``datasets_weights`` are the official
     loader's paths and are not read. ``mix`` picks how images and video share the run (see
     :attr:`PretrainConfig.image_mix`): ``ranks`` (official) trains the first ``int(world_size * rank_ratio)`` ranks on
-    images and the others on video; ``interleave`` runs image steps on every rank, step ``i`` being one iff
-    ``floor((i + 1) * rank_ratio) > floor(i * rank_ratio)``; ``auto`` is ``ranks`` when that gives at least one image
-    rank and one video rank, else ``interleave``.
+    images and the others on video, DDP averaging their gradients; ``accumulate`` gives every step of every rank one
+    image batch and one video batch, the step's loss being ``rank_ratio`` x the image loss + ``(1 - rank_ratio)`` x
+    the video loss (the gradient the ranks mix averages, in one process: one GPU or a laptop; a share of 0 or 1
+    reads only the other modality); ``interleave`` runs image steps on every rank, step ``i`` being one iff
+    ``floor((i + 1) * rank_ratio) > floor(i * rank_ratio)`` (cheaper steps, each modality fewer of them);
+    ``auto`` is ``ranks`` when that gives at least one image rank and one video rank, else ``accumulate``.
     """
 
     dataset_type: str = "imagenet"
@@ -281,7 +285,8 @@ class ImageDataConfig:
     datasets: list[str] = field(default_factory=list)
     datasets_weights: list[float] | None = None
     dataset_fpcs: list[int] = field(default_factory=lambda: [1])
-    batch_size: int = 64  # per image rank (ranks), per rank on an image step (interleave)
+    # per image rank (ranks), per rank and step (accumulate), per rank on an image step (interleave)
+    batch_size: int = 64
     crop_size: int = 512
     crop_scale: Pair = (0.3, 1.0)  # the random resized crop's area (official: data_aug.random_resize_scale's default)
     rank_ratio: float = 0.25
@@ -294,9 +299,10 @@ class ImageDataConfig:
         require(self.crop_size >= 1, "crop_size", self.crop_size, _INT_MIN)
         require(self.dataset_fpcs == [1], "dataset_fpcs", self.dataset_fpcs,
                 "[1] (images are 1-frame clips through the tubelet-1 tokenizer)")  # fmt: skip
-        # 0 and 1 (interleave: video or images only, the same model) are the learning check's one-modality baselines.
+        # 0 and 1 (video or images only, the same model) are the learning check's one-modality baselines.
         require(0 <= self.rank_ratio <= 1, "rank_ratio", self.rank_ratio,
-                "a share in [0, 1] of the ranks (ranks) or of the steps (interleave) on images")  # fmt: skip
+                "a share in [0, 1] of the ranks (ranks), of the loss (accumulate) or of the steps (interleave) on "
+                "images")  # fmt: skip
         require(self.num_workers is None or self.num_workers >= 0, "num_workers", self.num_workers,
                 "null (data.num_workers) or an int >= 0")  # fmt: skip
         check_range("crop_scale", self.crop_scale, 0.0, 1.0, lo_open=True)
@@ -902,26 +908,34 @@ class PretrainConfig:
         assert isinstance(self.mask, list)  # a video app (checked in __post_init__)
         return self.img_mask if self.img_mask is not None else self.mask
 
-    def image_mix(self, world_size: int) -> Literal["ranks", "interleave"] | None:
+    def image_mix(self, world_size: int) -> Literal["ranks", "accumulate", "interleave"] | None:
         """How this run shares its steps between images and video on ``world_size`` processes: ``ranks`` (the
-        first ``int(world_size * img_data.rank_ratio)`` ranks train on images), ``interleave`` (every rank, image
-        steps by :func:`is_image_step`), or None without ``img_data``. ``auto`` is ``ranks`` when that leaves at
-        least one rank to each modality. A ``ranks`` mix that cannot (one process, or too few image ranks) is a
-        :class:`ConfigError`."""
+        first ``int(world_size * img_data.rank_ratio)`` ranks train on images), ``accumulate`` (every step of every
+        rank both, the losses weighted by :meth:`modality_weights`), ``interleave`` (every rank, image steps by
+        :func:`is_image_step`), or None without ``img_data``. ``auto`` is ``ranks`` when that leaves at least one
+        rank to each modality, else ``accumulate``. A ``ranks`` mix that cannot (one process, or too few image
+        ranks) is a :class:`ConfigError`."""
         img = self.img_data
         if img is None:
             return None
         image_ranks = int(world_size * img.rank_ratio)
         possible = world_size > 1 and 1 <= image_ranks < world_size
         if img.mix == "auto":
-            return "ranks" if possible else "interleave"
+            return "ranks" if possible else "accumulate"
         if img.mix == "ranks" and not possible:
             raise ConfigError(
                 f"img_data.mix: ranks needs at least one image rank and one video rank, but int({world_size} ranks x "
-                f"rank_ratio {img.rank_ratio}) = {image_ranks}: use mix: interleave (or auto), more processes or "
+                f"rank_ratio {img.rank_ratio}) = {image_ranks}: use mix: accumulate (or auto), more processes or "
                 "another rank_ratio"
             )
         return img.mix
+
+    def modality_weights(self) -> dict[str, float]:
+        """An ``accumulate`` step's loss weights: ``rank_ratio`` on the image batch, the rest on the video batch
+        (what the ``ranks`` mix's gradient average gives the two modalities); a modality of weight 0 is not read."""
+        assert self.img_data is not None
+        ratio = self.img_data.rank_ratio
+        return {m: w for m, w in (("image", ratio), ("video", 1.0 - ratio)) if w > 0}
 
     @property
     def is_world_model(self) -> bool:

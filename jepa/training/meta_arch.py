@@ -65,16 +65,39 @@ class ClipGroup:
         mask_indices: the predictor mask token of each set (taken modulo the predictor's tokens).
         modality: ``"image"`` or ``"video"``: what the predictor is told it predicts (its modality embedding) and
             which context-loss weight applies. The encoder picks its tokenizer from the input's frame count.
+        weight: the group's share of the loss (its mask sets' mean times ``weight``; the weights of a batch's
+            groups sum to 1), or None: every (group, mask set) pair counts the same (as the official loss).
+            Images and video in one step (``img_data.mix: accumulate``) weigh ``rank_ratio`` and its rest.
     """
 
     x: Tensor
     mask_sets: Sequence[MaskSet]
     mask_indices: Sequence[int]
     modality: Modality = "video"
+    weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise ValueError(f"ClipGroup.modality must be 'image' or 'video', got {self.modality!r}")
+        if self.weight is not None and not 0 < self.weight <= 1:
+            raise ValueError(f"ClipGroup.weight must be in (0, 1] or None, got {self.weight!r}")
+
+
+def _group_weights(groups: Sequence[ClipGroup]) -> bool:
+    """Whether the batch's groups carry loss weights (all of them, summing to 1) rather than none."""
+    weights = [g.weight for g in groups]
+    if all(w is None for w in weights):
+        return False
+    if any(w is None for w in weights) or abs(sum(cast(float, w) for w in weights) - 1.0) > 1e-6:
+        raise ValueError(f"ClipGroup.weight: give every group of a batch a weight, summing to 1, or none: {weights}")
+    return True
+
+
+def _mean(terms: Sequence[Tensor], weights: Sequence[float | None] | None) -> Tensor:
+    """``terms`` summed in order and divided by their count, or with ``weights`` their weighted sum."""
+    if weights is None:
+        return cast(Tensor, sum(terms)) / len(terms)
+    return cast(Tensor, sum(cast(float, w) * t for w, t in zip(weights, terms, strict=True)))
 
 
 class JEPA(nn.Module):
@@ -215,10 +238,14 @@ class JEPA(nn.Module):
             raise ValueError("every group needs at least one mask set and one mask token index per set")
         for g in groups:
             self._check_modality(g)
+        weighted = _group_weights(groups)
         targets = [self._targets(g.x) for g in groups]  # all targets first, as the official step does
         losses, regs, sigregs, ctx_losses, ctx_weighted, pooled_ctx = [], [], [], [], [], []
+        pair_weights: list[float] = []  # each (group, set) pair's share of the loss (weighted groups only)
         for group, (h, _, _) in zip(groups, targets):
             B = group.x.shape[0]
+            if weighted:
+                pair_weights += [cast(float, group.weight) / len(group.mask_sets)] * len(group.mask_sets)
             grid = self._grid(group.x) if self.predict_all or group.modality == "image" else None
             # Image groups may come at another crop than the predictor was built for: RoPE decodes their grid.
             grid_hw = grid[1:] if grid is not None and group.modality == "image" else None
@@ -256,19 +283,21 @@ class JEPA(nn.Module):
                     pooled_ctx.append(self._last_level(context[:B]).detach().float().mean(dim=1))
             if self.reg_coeff > 0:
                 regs.append(spread_regulariser(preds))  # the spread of each group's predictions, on its own grid
-        # Summed in order, then divided: the official loss's arithmetic (so a one-length batch is unchanged too).
-        loss_pred = cast(Tensor, sum(losses)) / len(losses)
-        loss_reg = cast(Tensor, sum(regs)) / len(regs) if regs else loss_pred.new_zeros(())
+        # Summed in order, then divided: the official loss's arithmetic (so a one-length batch is unchanged too);
+        # weighted groups: each pair's term times its share.
+        shares = pair_weights if weighted else None
+        loss_pred = _mean(losses, shares)
+        loss_reg = _mean(regs, [g.weight for g in groups] if weighted else None) if regs else loss_pred.new_zeros(())
         loss = loss_pred + self.reg_coeff * loss_reg
         loss_sigreg = None
         if sigregs:
-            loss_sigreg = cast(Tensor, sum(sigregs)) / len(sigregs)
+            loss_sigreg = _mean(sigregs, shares)
             loss = loss + self.sigreg_weight * loss_sigreg
         loss_context = None
         if ctx_losses:
-            loss_context = cast(Tensor, sum(ctx_losses)) / len(ctx_losses)
+            loss_context = _mean(ctx_losses, shares)
             # The official loss_pred + lambda * loss_context, with each (group, set) pair's own modality's lambda.
-            loss = loss + cast(Tensor, sum(ctx_weighted)) / len(ctx_weighted)
+            loss = loss + _mean(ctx_weighted, shares)
         if self.teacher is not None:  # the teacher's features cannot collapse: watch the student's instead
             pooled = torch.cat(pooled_ctx)
             share = None
