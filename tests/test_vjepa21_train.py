@@ -63,7 +63,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def test_tiny_config_maps_onto_the_2_1_model_spec():
     cfg = load_pretrain_config(TINY)
-    assert cfg.is_video and cfg.is_vjepa21 and cfg.loss.predict_all is True
+    assert cfg.is_video and cfg.is_vjepa21 and cfg.loss.predict_all is True and cfg.loss.sigreg_weight == 0.05
     spec = cfg.model_spec()
     e, p = spec.encoder, spec.predictor
     assert (e.img_temporal_dim_size, e.modality_embedding, e.deep_supervision) == (1, True, True)
@@ -239,10 +239,13 @@ def test_an_interleaved_run_trains_both_modalities(tmp_path, few_videos):
     assert list(rows[0]) == CSV_COLUMNS_VJEPA21
     assert [r["modality"] for r in rows] == ["video", "image", "video", "image"]  # rank_ratio 0.5
     assert all(float(r["loss_context"]) > 0 for r in rows)
-    # lambda 0 at step 0, then ramping: the loss is the prediction loss plus lambda x the context loss.
-    assert float(rows[0]["loss"]) == pytest.approx(float(rows[0]["loss_pred"]))
-    assert float(rows[2]["loss"]) == pytest.approx(float(rows[2]["loss_pred"]) + 0.25 * float(rows[2]["loss_context"]),
-                                                   rel=1e-5)  # fmt: skip
+    # lambda 0 at step 0, then ramping: the loss is the prediction loss plus lambda x the context loss, plus the
+    # config's 0.05 x SIGReg.
+    sig = [0.05 * float(r["loss_sigreg"]) for r in rows]
+    assert all(s > 0 for s in sig)
+    assert float(rows[0]["loss"]) == pytest.approx(float(rows[0]["loss_pred"]) + sig[0], rel=1e-5)
+    assert float(rows[2]["loss"]) == pytest.approx(
+        float(rows[2]["loss_pred"]) + 0.25 * float(rows[2]["loss_context"]) + sig[2], rel=1e-5)
     after = trainer.model.encoder.state_dict()
     for name in ("patch_embed.proj.weight", "patch_embed_img.proj.weight", "img_mod_embed", "video_mod_embed"):
         assert not torch.equal(before[name], after[name]), f"{name} was not trained"
