@@ -245,7 +245,8 @@ def test_an_interleaved_run_trains_both_modalities(tmp_path, few_videos):
     assert all(s > 0 for s in sig)
     assert float(rows[0]["loss"]) == pytest.approx(float(rows[0]["loss_pred"]) + sig[0], rel=1e-5)
     assert float(rows[2]["loss"]) == pytest.approx(
-        float(rows[2]["loss_pred"]) + 0.25 * float(rows[2]["loss_context"]) + sig[2], rel=1e-5)
+        float(rows[2]["loss_pred"]) + 0.25 * float(rows[2]["loss_context"]) + sig[2], rel=1e-5
+    )
     after = trainer.model.encoder.state_dict()
     for name in ("patch_embed.proj.weight", "patch_embed_img.proj.weight", "img_mod_embed", "video_mod_embed"):
         assert not torch.equal(before[name], after[name]), f"{name} was not trained"
