@@ -240,8 +240,8 @@ def test_an_interleaved_run_trains_both_modalities(tmp_path, few_videos):
     assert [r["modality"] for r in rows] == ["video", "image", "video", "image"]  # rank_ratio 0.5
     assert all(float(r["loss_context"]) > 0 for r in rows)
     # lambda 0 at step 0, then ramping: the loss is the prediction loss plus lambda x the context loss, plus the
-    # config's 0.05 x SIGReg.
-    sig = [0.05 * float(r["loss_sigreg"]) for r in rows]
+    # config's SIGReg weight x SIGReg.
+    sig = [trainer.cfg.loss.sigreg_weight * float(r["loss_sigreg"]) for r in rows]
     assert all(s > 0 for s in sig)
     assert float(rows[0]["loss"]) == pytest.approx(float(rows[0]["loss_pred"]) + sig[0], rel=1e-5)
     assert float(rows[2]["loss"]) == pytest.approx(
