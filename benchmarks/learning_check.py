@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     cfg = load_pretrain_config(args.fname, args.overrides)
     # The probe data first: a wrong --task or --val fails before minutes of pretraining.
-    if cfg.is_video:
+    if cfg.video_data:
         if args.val is not None and cfg.img_data is None:
             raise SystemExit("--val is for image data; video tasks take --task NAME=TRAIN_CSV,VAL_CSV")
         splits = video_splits(cfg, args.tasks)

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -17,9 +18,10 @@ from app.pretrain import Pretrainer
 from jepa.checkpoint import load_encoder, read_checkpoint
 from jepa.config import ConfigError
 from jepa.config.pretrain import load_pretrain_config, model_spec_from_config_dict
+from jepa.config.strict import to_dict
 from jepa.data.sampling import SeededDataset
 from jepa.data.transforms import IMAGENET_NORMALIZATION
-from jepa.image.multiview import MultiViewCollator, MultiViewTransform
+from jepa.image.multiview import MultiViewCollator, MultiViewTransform, image_crops
 from jepa.training.lejepa import LeJEPA, Projector, multiview_groups
 from jepa.training.sigreg import SIGReg
 from tests.conftest import EMBED_DIM, PATCH, make_encoder
@@ -59,6 +61,10 @@ def use_small_data(monkeypatch) -> None:
 
 
 # -- views ------------------------------------------------------------------------------------------------------------
+def image_views(*, global_views: int, local_views: int, **crops) -> MultiViewTransform:
+    return MultiViewTransform(*image_crops(**crops), global_views=global_views, local_views=local_views)
+
+
 def coordinate_image(size: int = 240) -> Image.Image:
     """Red = column, green = row (0..size-1 scaled to 0..239), so a crop's pixels tell where it came from."""
     ramp = torch.arange(size) * 240 // size
@@ -76,7 +82,7 @@ def crop_area(view: torch.Tensor, size: int = 240) -> float:
 
 
 def test_views_have_their_sizes_and_crop_scales():
-    transform = MultiViewTransform(global_views=3, local_views=5, crop_size=32, crop_scale=(0.5, 1.0),
+    transform = image_views(global_views=3, local_views=5, crop_size=32, crop_scale=(0.5, 1.0),
                                    local_crop_size=16, local_crop_scale=(0.05, 0.2))  # fmt: skip
     image = coordinate_image()
     for _ in range(4):
@@ -86,12 +92,12 @@ def test_views_have_their_sizes_and_crop_scales():
         assert all(0.5 * 0.85 <= crop_area(v) <= 1.0 for v in global_views)
         assert all(0.05 * 0.7 <= crop_area(v) <= 0.2 * 1.1 for v in local_views)
         assert not torch.equal(global_views[0], global_views[1])  # independent crops
-    assert len(MultiViewTransform(global_views=2, local_views=0, crop_size=32, crop_scale=(0.3, 1.0),
+    assert len(image_views(global_views=2, local_views=0, crop_size=32, crop_scale=(0.3, 1.0),
                                   local_crop_size=16, local_crop_scale=(0.05, 0.3))(image)) == 1  # fmt: skip
 
 
 def test_views_are_a_function_of_index_and_seed_and_groups_are_view_major():
-    transform = MultiViewTransform(global_views=2, local_views=3, crop_size=32, crop_scale=(0.3, 1.0),
+    transform = image_views(global_views=2, local_views=3, crop_size=32, crop_scale=(0.3, 1.0),
                                    local_crop_size=16, local_crop_scale=(0.05, 0.3))  # fmt: skip
     images = [coordinate_image(), coordinate_image(200)]
     seeded = SeededDataset(_Transformed(images, transform))
@@ -299,7 +305,7 @@ def test_checkpoint_runs_through_the_eval_entry_point(completed_run, tmp_path):
         ("loss.lejepa_lambda=1.5", "lejepa_lambda"),
         ("loss.sigreg_weight=0.1", "weighs SIGReg by loss.lejepa_lambda"),
         ("meta.pretrained_checkpoint=x.pth", "starts from scratch or resumes its own run"),
-        ("data.dataset_type=moving_digits", "reads image data sets"),
+        ("data.dataset_type=droid", "reads image or video data sets"),
     ],
 )
 def test_config_errors(tmp_path, override, message):
@@ -322,3 +328,86 @@ def test_shipped_recipe_validates():
     cfg = load_pretrain_config(Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "tiny_lejepa_cpu.yaml")
     assert cfg.app == "lejepa" and cfg.model.size == {"embed_dim": 96, "depth": 4, "num_heads": 4}
     assert cfg.optimization.epochs * (cfg.optimization.ipe or 0) == 600 and cfg.meta.dtype == "float32"
+
+
+# -- clips ------------------------------------------------------------------------------------------------------------
+CLIP_FRAMES = 4
+TINY_CLIPS = ("data.dataset_type=moving_digits", f"data.num_frames={CLIP_FRAMES}", "data.sampling_rate=1",
+              "data.tubelet_size=2", "data.batch_size=4")  # fmt: skip
+
+
+def coordinate_clip(frames: int = CLIP_FRAMES, size: int = 240) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]``: red = column, green = row (as :func:`coordinate_image`), blue = 40 x the frame."""
+    image = torch.from_numpy(np.array(coordinate_image(size)))
+    clip = image.expand(frames, size, size, 3).clone()
+    clip[..., 2] = 40 * torch.arange(frames)[:, None, None]
+    return clip
+
+
+def test_clip_views_keep_every_frame_under_one_crop_box():
+    from jepa.video.transforms import VideoTrainTransform
+
+    def crop(size, scale):
+        return VideoTrainTransform(crop_size=size, random_resize_scale=scale, horizontal_flip=False)
+
+    transform = MultiViewTransform(crop(32, (0.5, 1.0)), crop(16, (0.05, 0.2)), global_views=2, local_views=3)
+    global_views, local_views = transform(coordinate_clip())
+    assert global_views.shape == (2, 3, CLIP_FRAMES, 32, 32) and local_views.shape == (3, 3, CLIP_FRAMES, 16, 16)
+    for view in [*global_views, *local_views]:
+        for t in range(1, CLIP_FRAMES):  # the same box in every frame (columns and rows), the frames in order
+            torch.testing.assert_close(view[:2, t], view[:2, 0])
+            assert (view[2, t] > view[2, t - 1]).all()
+    assert all(0.5 * 0.85 <= crop_area(v[:, 0]) <= 1.0 for v in global_views)
+    assert all(0.05 * 0.7 <= crop_area(v[:, 0]) <= 0.2 * 1.1 for v in local_views)
+    assert not torch.equal(global_views[0], global_views[1])
+
+
+def test_clip_collator_keeps_every_tubelet_token():
+    collator = MultiViewCollator([32, 16], 4, num_frames=8, tubelet_size=2)
+    assert collator.tokens == [4 * 8 * 8, 4 * 4 * 4]
+    with pytest.raises(ValueError, match="num_frames 6 is not a multiple of tubelet_size 4"):
+        MultiViewCollator([32], 4, num_frames=6, tubelet_size=4)
+
+
+def test_clip_config_builds_a_video_encoder_and_checks_its_keys(tmp_path, caplog):
+    cfg = tiny_config(tmp_path / "run", *TINY_CLIPS)
+    assert cfg.video_data and not cfg.is_video
+    spec = cfg.model_spec()
+    assert (spec.encoder.num_frames, spec.encoder.tubelet_size) == (CLIP_FRAMES, 2)
+    assert model_spec_from_config_dict(to_dict(cfg)) == spec
+    assert (
+        not tiny_config(tmp_path / "run").video_data
+        and tiny_config(tmp_path / "run").model_spec().encoder.num_frames == 1
+    )
+    with caplog.at_level(logging.WARNING):
+        tiny_config(
+            tmp_path / "run", *TINY_CLIPS, "data.use_color_distortion=true", "data_aug.random_resize_scale=[0.5,1.0]"
+        )
+    assert "'data.use_color_distortion' is set but not used" in caplog.text
+    assert "'data_aug.random_resize_scale' is set but not used" in caplog.text
+    with pytest.raises(ConfigError, match="num_frames 5 is not a multiple of tubelet_size 2"):
+        tiny_config(tmp_path / "run", *TINY_CLIPS, "data.num_frames=5")
+
+
+def test_clip_run_trains_on_video_and_its_checkpoint_loads_as_a_video_encoder(tmp_path, monkeypatch):
+    monkeypatch.setattr(app.pretrain, "MOVING_DIGITS_VIDEOS", 8)
+    folder = tmp_path / "run"
+    trainer = Pretrainer(tiny_config(folder, *TINY_CLIPS, f"data.root_path={tmp_path / 'digits'}"))
+    summary = trainer.train(max_steps=2)
+    assert summary["steps"] == 2 and trainer.model.encoder.is_video
+    _, rows = read_csv(folder / "jepa_r0.csv")
+    # Every token of a 4-frame 32 px global view: 2 tubelets in time x 4 x 4 patches of 8.
+    assert rows[0]["ctx_tokens"] == str(2 * 4 * 4) and all(float(r["loss_sigreg"]) > 0 for r in rows)
+    ckpt = read_checkpoint(folder / "jepa-latest.pth.tar")
+    encoder = load_encoder(ckpt, spec=model_spec_from_config_dict(ckpt["config"]))
+    assert encoder.is_video and encoder.num_frames == CLIP_FRAMES
+    assert_same(encoder.state_dict(), trainer.model.encoder.state_dict(), "loaded encoder")
+
+
+def test_shipped_clip_recipe_validates():
+    cfg = load_pretrain_config(
+        Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "tiny_lejepa_video_cpu.yaml"
+    )
+    assert cfg.app == "lejepa" and cfg.video_data and cfg.model.size == {"embed_dim": 96, "depth": 4, "num_heads": 4}
+    assert cfg.optimization.epochs * (cfg.optimization.ipe or 0) == 600 and cfg.meta.dtype == "float32"
+    assert not cfg.data.use_horizontal_flip  # one flip per view would swap a clip's left and right motion

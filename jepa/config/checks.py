@@ -100,12 +100,12 @@ def _check_pretrain(cfg: PretrainConfig, problems: _Problems, resume: bool) -> N
         if cfg.meta.pretrain_checkpoint and not Path(cfg.meta.pretrain_checkpoint).is_file():
             ckpt = cfg.meta.pretrain_checkpoint
             problems.add("meta.pretrain_checkpoint", ckpt, f"{ckpt} does not exist (the frozen encoder's checkpoint)")
-    elif cfg.is_video and kind != "moving_digits":  # moving_digits generates its clips
+    elif cfg.video_data and kind != "moving_digits":  # moving_digits generates its clips
         for i, csv in enumerate(d.datasets):
             _check_csv(f"data.datasets[{i}]", Path(csv), problems)
         for i, csv in enumerate(d.val_datasets or []):
             _check_csv(f"data.val_datasets[{i}]", Path(csv), problems)
-    elif not cfg.is_video and kind not in BUILTIN_IMAGES:
+    elif not cfg.video_data and kind not in BUILTIN_IMAGES:
         _check_image_split(d.root_path, d.image_folder, "train", problems)
     img = cfg.img_data  # app vjepa_2_1's images
     if img is not None and img.dataset_type.lower() not in BUILTIN_IMAGES:

@@ -47,6 +47,17 @@ VIDEO_DATASET_TYPES = ("VideoDataset", "moving_digits")  # app.pretrain.video_an
 # app vjepa_droid (jepa.worldmodel): DROID-layout trajectories listed in data.datasets, or the generated toy world.
 WORLD_DATASET_TYPES = ("droid", "toy_world")
 BUILTIN_IMAGES = ("digits", "mnist5k")
+
+
+def reads_clips(app: str, dataset_type: str) -> bool:
+    """Whether the encoder of ``app`` trains on clips ``[B, C, T, H, W]``: the masked video apps always, app lejepa
+    when ``data.dataset_type`` is a video data set (its views are then crops of a clip); not the world model, whose
+    frozen encoder has its own spec."""
+    if app in VIDEO_APPS:
+        return True
+    return app == "lejepa" and dataset_type.lower() in {k.lower() for k in VIDEO_DATASET_TYPES}
+
+
 # The apps of masked video pretraining (V-JEPA, V-JEPA 2; V-JEPA 2.1 adds images in the same run).
 VIDEO_APPS = ("vjepa", "vjepa_2_1")
 _INT_MIN = "an int >= 1"
@@ -776,13 +787,14 @@ def model_spec_from_config_dict(config: Mapping[str, Any]) -> ModelSpec:
         known = keys or tuple(f.name for f in dataclasses.fields(cls))
         return from_dict(cls, {k: v for k, v in raw.items() if k in known}, name)
 
-    data = section(DataConfig, "data", ("crop_size", "patch_size", "num_frames", "tubelet_size", "dataset_fpcs"))
+    grid_keys = ("dataset_type", "crop_size", "patch_size", "num_frames", "tubelet_size", "dataset_fpcs")
+    data = section(DataConfig, "data", grid_keys)
     meta = section(MetaConfig, "meta", ("use_sdpa",))
     if config.get("app") == "vjepa_droid":
         return world_model_encoder_spec(data, section(ModelConfig, "model"), meta.use_sdpa)
     mask = config.get("mask")
     app = config.get("app", "vjepa")
-    video = app in VIDEO_APPS
+    video = reads_clips(app, data.dataset_type)
     tokens = mask_token_count(len(mask) if isinstance(mask, list) else 1, data.dataset_fpcs if video else None)
     model = section(ModelConfig, "model")
     if app != "vjepa_2_1":
@@ -795,10 +807,11 @@ def model_spec_from_config_dict(config: Mapping[str, Any]) -> ModelSpec:
 
 @dataclass(kw_only=True)
 class LeJEPAConfig:
-    """LeJEPA's multi-view recipe (``app: lejepa``, :mod:`jepa.training.lejepa`): the views of each image and the
-    projector head. The global views are ``data.crop_size`` crops of area ``data.crop_scale``, the local ones
+    """LeJEPA's multi-view recipe (``app: lejepa``, :mod:`jepa.training.lejepa`): the views of each image (or clip) and
+    the projector head. The global views are ``data.crop_size`` crops of area ``data.crop_scale``, the local ones
     ``local_crop_size`` crops of area ``local_crop_scale`` (the paper: 2 x 224 px at 0.3-1 and 6 x 98 px at
-    0.05-0.3); the loss's trade-off is ``loss.lejepa_lambda``."""
+    0.05-0.3); a clip's view is one crop box for all its frames, with ``data_aug``'s aspect ratios, motion shift,
+    RandAugment and erasing; the loss's trade-off is ``loss.lejepa_lambda``."""
 
     global_views: int = 2
     local_views: int = 6
@@ -867,8 +880,8 @@ class PretrainConfig:
     """A whole pretraining run. ``app`` picks the modality and objective: ``ijepa`` (images), ``vjepa`` (video),
     ``vjepa_2_1`` (V-JEPA 2.1: video, with images of ``img_data`` in the same run, dense and deep-supervised
     prediction, optionally distilled from a teacher of ``distillation``), ``lejepa`` (LeJEPA's multi-view recipe on
-    images, its keys in ``lejepa`` and ``loss.lejepa_lambda``) or ``vjepa_droid`` (the action-conditioned world
-    model)."""
+    images, or on clips of a video ``data.dataset_type``, its keys in ``lejepa`` and ``loss.lejepa_lambda``) or
+    ``vjepa_droid`` (the action-conditioned world model)."""
 
     app: Literal["ijepa", "vjepa", "vjepa_2_1", "lejepa", "vjepa_droid"] = "vjepa"
     nodes: int = 1
@@ -897,6 +910,11 @@ class PretrainConfig:
         """Masked video pretraining (``app: vjepa`` and ``vjepa_2_1``); the world model reads video too but has no
         masks."""
         return self.app in VIDEO_APPS
+
+    @property
+    def video_data(self) -> bool:
+        """The encoder trains on clips: a video app, or app lejepa on a video data set (:func:`reads_clips`)."""
+        return reads_clips(self.app, self.data.dataset_type)
 
     @property
     def is_vjepa21(self) -> bool:
@@ -969,7 +987,7 @@ class PretrainConfig:
         if self.is_world_model:
             return world_model_encoder_spec(self.data, self.model, self.meta.use_sdpa)
         if not self.is_vjepa21:
-            return pretrain_model_spec(self.is_video, self.data, self.model, self.meta.use_sdpa, self.num_mask_tokens)
+            return pretrain_model_spec(self.video_data, self.data, self.model, self.meta.use_sdpa, self.num_mask_tokens)
         return pretrain_model_spec(
             True, self.data, self.model, self.meta.use_sdpa, self.num_mask_tokens, vjepa21=True,
             predict_all=bool(self.loss.predict_all), teacher_embed_dim=self.distillation.teacher_embed_dim,
@@ -991,12 +1009,19 @@ class PretrainConfig:
             raise ConfigError("mask: the list of mask configs is empty")
         if self.is_world_model and "dataset_type" not in set_fields(d):
             d.dataset_type = "droid"  # the official files leave it out
-        kinds = VIDEO_DATASET_TYPES if self.is_video else WORLD_DATASET_TYPES if self.is_world_model \
-            else IMAGE_DATASET_TYPES  # fmt: skip
+        kinds: tuple[str, ...]
+        if self.is_video:
+            kinds, what = VIDEO_DATASET_TYPES, "video"
+        elif self.is_world_model:
+            kinds, what = WORLD_DATASET_TYPES, "video"
+        elif self.app == "lejepa":  # images, or clips (reads_clips)
+            kinds, what = IMAGE_DATASET_TYPES + VIDEO_DATASET_TYPES, "image or video"
+        else:
+            kinds, what = IMAGE_DATASET_TYPES, "image"
         if d.dataset_type.lower() not in {k.lower() for k in kinds}:
             raise ConfigError(
-                f"data.dataset_type: got {d.dataset_type!r}, but app {self.app} reads "
-                f"{'image' if kinds is IMAGE_DATASET_TYPES else 'video'} data sets: {', '.join(kinds)}"
+                f"data.dataset_type: got {d.dataset_type!r}, but app {self.app} reads {what} data sets: "
+                f"{', '.join(kinds)}"
             )
         if isinstance(self.mask, ImageMaskConfig):
             if self.mask.patch_size not in (None, d.patch_size):
@@ -1009,10 +1034,10 @@ class PretrainConfig:
                 )
         if self.is_video:
             check_range("data_aug.random_resize_scale", self.data_aug.random_resize_scale, 0.0, 1.0, lo_open=True)
-        if (self.is_video or self.is_world_model) and d.num_frames % d.tubelet_size:
+        if (self.video_data or self.is_world_model) and d.num_frames % d.tubelet_size:
             raise ConfigError(f"data.num_frames {d.num_frames} is not a multiple of tubelet_size {d.tubelet_size}")
         m = self.model
-        width = dict(video=self.is_video or self.is_world_model, uniform_power=m.uniform_power, rope=m.use_rope)
+        width = dict(video=self.video_data or self.is_world_model, uniform_power=m.uniform_power, rope=m.use_rope)
         check_position_widths("model.embed_dim", m.size["embed_dim"], m.size["num_heads"], **width)
         check_position_widths("model.pred_embed_dim", m.pred_embed_dim, m.predictor_heads, **width)
         if self.optimization.is_anneal and self.meta.pretrained_checkpoint is not None:
@@ -1179,10 +1204,14 @@ class PretrainConfig:
         contradict it (data given for a built-in data set), a warning where they would simply be ignored."""
         d, kind = self.data, self.data.dataset_type.lower()
         changed = set_fields(d)
-        if self.is_video:
-            unused = {k: "image augmentation (V-JEPA's is data_aug)" for k in
-                      ("crop_scale", "use_horizontal_flip", "use_color_distortion", "color_jitter_strength",
-                       "use_gaussian_blur")}  # fmt: skip
+        if self.video_data:
+            image_aug = ("crop_scale", "use_horizontal_flip", "use_color_distortion", "color_jitter_strength",
+                         "use_gaussian_blur")  # fmt: skip
+            unused = {k: "image augmentation (V-JEPA's is data_aug)" for k in image_aug}
+            if self.app == "lejepa":  # its clip views: data.crop_scale and the flip, then data_aug's other keys
+                unused = {k: "app lejepa's clip views have no colour or blur augmentation" for k in image_aug[2:]}
+                if "random_resize_scale" in set_fields(self.data_aug):
+                    warn_unused("data_aug.random_resize_scale", "app lejepa's global views take data.crop_scale")
             unused["image_folder"] = "only image data sets read it"
             if kind == "moving_digits":
                 if "datasets" in changed:

@@ -1,20 +1,23 @@
-"""LeJEPA's multi-crop views of an image (Balestriero & LeCun, arXiv 2511.08544): ``V`` global and ``L`` local crops.
+"""LeJEPA's multi-crop views (Balestriero & LeCun, arXiv 2511.08544): ``V`` global and ``L`` local crops of an image
+or of a clip.
 
 A sample becomes ``(views, label, index)`` with ``views`` a tuple of ``[V, C, S, S]`` global crops (``S`` the
 config's ``data.crop_size``, area scale ``data.crop_scale``) and, when ``L > 0``, ``[L, C, s, s]`` local crops
-(``lejepa.local_crop_size``, ``lejepa.local_crop_scale``). Both kinds share every other augmentation (flip, colour,
-blur), as the paper does; only the crop differs. The randomness is torch's global generator, which
-:class:`jepa.data.sampling.SeededDataset` seeds per sample, so a sample's views are a function of ``(index, seed)``.
+(``lejepa.local_crop_size``, ``lejepa.local_crop_scale``); for a clip each view is ``[C, T, S, S]``, one crop box
+for all its frames (:class:`jepa.video.transforms.VideoTrainTransform`), so the views of a clip differ in where they
+look and how large, never in time. Both kinds share every other augmentation (flip, colour, blur), as the paper does;
+only the crop differs. The randomness is torch's global generator, which :class:`jepa.data.sampling.SeededDataset`
+seeds per sample, so a sample's views are a function of ``(index, seed)``.
 
 The collator is a :class:`~jepa.masks.collate.MaskCollator` whose "masks" keep every token of a view (one
 ``[B, N]`` index tensor per view kind), so that the trainer's loader, its rank sharding and its log see a LeJEPA
 batch like any other (:func:`jepa.training.lejepa.multiview_groups` turns it into what the objective takes).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
@@ -23,69 +26,80 @@ from jepa.masks.collate import MaskCollator
 
 
 class MultiViewTransform:
-    """PIL image -> ``(global [V, C, S, S],)`` or ``(global, local [L, C, s, s])`` float tensors.
+    """A sample (PIL image or uint8 clip) -> ``(global [V, ...],)`` or ``(global, local [L, ...])`` float tensors.
 
     Args:
-        global_views, local_views: ``V >= 1`` and ``L >= 0`` crops per image.
-        crop_size, crop_scale: side in pixels and area range (fraction of the image) of the global crops.
-        local_crop_size, local_crop_scale: the same for the local crops.
-        horizontal_flip, color_distortion, color_jitter, gaussian_blur: applied to every crop, see
-            :func:`jepa.image.transforms.make_pretrain_transforms`.
+        global_crop, local_crop: one random view of a sample each call (:func:`image_crops` for images,
+            :func:`jepa.video.transforms.VideoTrainTransform` instances for clips).
+        global_views, local_views: ``V >= 1`` and ``L >= 0`` crops per sample.
     """
 
     def __init__(
-        self,
-        *,
-        global_views: int,
+        self, global_crop: Callable[[Any], Tensor], local_crop: Callable[[Any], Tensor], *, global_views: int,
         local_views: int,
-        crop_size: int,
-        crop_scale: tuple[float, float],
-        local_crop_size: int,
-        local_crop_scale: tuple[float, float],
-        horizontal_flip: bool = False,
-        color_distortion: bool = False,
-        color_jitter: float = 0.0,
-        gaussian_blur: bool = False,
-    ) -> None:
+    ) -> None:  # fmt: skip
         if global_views < 1 or local_views < 0:
             raise ValueError(f"need global_views >= 1 and local_views >= 0, got {global_views} and {local_views}")
         self.global_views, self.local_views = global_views, local_views
+        self.global_crop, self.local_crop = global_crop, local_crop
 
-        def crop(size: int, scale: tuple[float, float]) -> v2.Compose:
-            return make_pretrain_transforms(
-                crop_size=size,
-                crop_scale=scale,
-                horizontal_flip=horizontal_flip,
-                color_distortion=color_distortion,
-                color_jitter=color_jitter,
-                gaussian_blur=gaussian_blur,
-            )
-
-        self.global_crop = crop(crop_size, crop_scale)
-        self.local_crop = crop(local_crop_size, local_crop_scale)
-
-    def __call__(self, image: Image.Image) -> tuple[Tensor, ...]:
-        views = [torch.stack([self.global_crop(image) for _ in range(self.global_views)])]
+    def __call__(self, sample: Any) -> tuple[Tensor, ...]:
+        views = [torch.stack([self.global_crop(sample) for _ in range(self.global_views)])]
         if self.local_views:
-            views.append(torch.stack([self.local_crop(image) for _ in range(self.local_views)]))
+            views.append(torch.stack([self.local_crop(sample) for _ in range(self.local_views)]))
         return tuple(views)
 
 
+def image_crops(
+    *,
+    crop_size: int,
+    crop_scale: tuple[float, float],
+    local_crop_size: int,
+    local_crop_scale: tuple[float, float],
+    horizontal_flip: bool = False,
+    color_distortion: bool = False,
+    color_jitter: float = 0.0,
+    gaussian_blur: bool = False,
+) -> tuple[v2.Compose, v2.Compose]:
+    """The global and local crops of a PIL image: random resized crops of side ``crop_size`` / ``local_crop_size``
+    and area ``crop_scale`` / ``local_crop_scale``, each then flipped, colour-jittered and blurred as
+    :func:`jepa.image.transforms.make_pretrain_transforms` does."""
+
+    def crop(size: int, scale: tuple[float, float]) -> v2.Compose:
+        return make_pretrain_transforms(
+            crop_size=size,
+            crop_scale=scale,
+            horizontal_flip=horizontal_flip,
+            color_distortion=color_distortion,
+            color_jitter=color_jitter,
+            gaussian_blur=gaussian_blur,
+        )
+
+    return crop(crop_size, crop_scale), crop(local_crop_size, local_crop_scale)
+
+
 class MultiViewCollator(MaskCollator):
-    """Collates multi-view samples; its masks keep all ``(size // patch_size) ** 2`` tokens of each view kind.
+    """Collates multi-view samples; its masks keep all tokens of each view kind: ``(size // patch_size) ** 2``, times
+    ``num_frames // tubelet_size`` for clips.
 
     Args:
         view_sizes: the side in pixels of each view kind, in the order of the samples' views (global first).
         patch_size: the encoder's patch size.
+        num_frames, tubelet_size: a clip's frames and the encoder's tubelet (``num_frames=1``: images).
         seed: unused by the masks (they draw nothing), kept for the :class:`MaskCollator` contract.
     """
 
-    def __init__(self, view_sizes: Sequence[int], patch_size: int, seed: int = 0) -> None:
+    def __init__(
+        self, view_sizes: Sequence[int], patch_size: int, seed: int = 0, *, num_frames: int = 1, tubelet_size: int = 1
+    ) -> None:
         super().__init__(seed)
         for size in view_sizes:
             if size % patch_size:
                 raise ValueError(f"view size {size} is not a multiple of patch_size {patch_size}")
-        self.tokens = [(size // patch_size) ** 2 for size in view_sizes]
+        if num_frames > 1 and num_frames % tubelet_size:
+            raise ValueError(f"num_frames {num_frames} is not a multiple of tubelet_size {tubelet_size}")
+        steps = num_frames // tubelet_size if num_frames > 1 else 1
+        self.tokens = [steps * (size // patch_size) ** 2 for size in view_sizes]
 
     def sample_masks(self, batch_size: int, generator: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
         """One ``[B, N_k]`` mask of every token per view kind ``k``, as both the context and the target masks

@@ -226,9 +226,9 @@ def build_dataset_and_collator(
     """The training set (samples end with their index) and the mask collator of the config's modality (with clips
     of several lengths, ``data.dataset_fpcs``, a :class:`MultiLengthMaskCollator`); ``moving_digits_videos``: the
     clips a ``moving_digits`` data set generates (see :func:`video_annotation_files`). ``app: lejepa``: each sample
-    is its multi-crop views (:mod:`jepa.image.multiview`)."""
+    (image or clip) is its multi-crop views (:mod:`jepa.image.multiview`)."""
     if cfg.app == "lejepa":
-        return _multiview_data(cfg, seed)
+        return _multiview_data(cfg, seed, moving_digits_videos)
     if cfg.is_world_model:
         return _trajectory_data(cfg, seed)
     if cfg.is_video:
@@ -305,24 +305,43 @@ def build_image_data(cfg: PretrainConfig, seed: int, mask_seed: int | None = Non
     return dataset, collator
 
 
-def _multiview_data(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, MaskCollator]:
-    from jepa.image.multiview import MultiViewCollator, MultiViewTransform
+def _multiview_data(cfg: PretrainConfig, seed: int, moving_digits_videos: int) -> tuple[MapDataset, MaskCollator]:
+    """App lejepa: each image, or each clip of a video data set (:attr:`PretrainConfig.video_data`), as its global
+    and local views (:mod:`jepa.image.multiview`)."""
+    from jepa.image.multiview import MultiViewCollator, MultiViewTransform, image_crops
 
     d, lj = cfg.data, cfg.lejepa
-    transform = MultiViewTransform(
-        global_views=lj.global_views,
-        local_views=lj.local_views,
-        crop_size=d.crop_size,
-        crop_scale=d.crop_scale,
-        local_crop_size=lj.local_crop_size,
-        local_crop_scale=lj.local_crop_scale,
-        horizontal_flip=d.use_horizontal_flip,
-        color_distortion=d.use_color_distortion,
-        color_jitter=d.color_jitter_strength,
-        gaussian_blur=d.use_gaussian_blur,
-    )
     sizes = [d.crop_size] + ([lj.local_crop_size] if lj.local_views else [])
-    return _image_dataset(cfg, seed, transform), MultiViewCollator(sizes, d.patch_size, seed=seed)
+    if not cfg.video_data:
+        crops = image_crops(
+            crop_size=d.crop_size,
+            crop_scale=d.crop_scale,
+            local_crop_size=lj.local_crop_size,
+            local_crop_scale=lj.local_crop_scale,
+            horizontal_flip=d.use_horizontal_flip,
+            color_distortion=d.use_color_distortion,
+            color_jitter=d.color_jitter_strength,
+            gaussian_blur=d.use_gaussian_blur,
+        )
+        transform = MultiViewTransform(*crops, global_views=lj.global_views, local_views=lj.local_views)
+        return _image_dataset(cfg, seed, transform), MultiViewCollator(sizes, d.patch_size, seed=seed)
+    from jepa.video.transforms import VideoTrainTransform
+
+    aug = cfg.data_aug
+
+    def clip_crop(size: int, scale: tuple[float, float]) -> VideoTrainTransform:
+        return VideoTrainTransform(
+            crop_size=size, random_resize_scale=scale, random_resize_aspect_ratio=aug.random_resize_aspect_ratio,
+            horizontal_flip=d.use_horizontal_flip, motion_shift=aug.motion_shift, auto_augment=aug.auto_augment,
+            reprob=aug.reprob,
+        )  # fmt: skip
+
+    transform = MultiViewTransform(
+        clip_crop(d.crop_size, d.crop_scale), clip_crop(lj.local_crop_size, lj.local_crop_scale),
+        global_views=lj.global_views, local_views=lj.local_views,
+    )  # fmt: skip
+    collator = MultiViewCollator(sizes, d.patch_size, seed=seed, num_frames=d.num_frames, tubelet_size=d.tubelet_size)
+    return _clip_dataset(cfg, seed, transform, moving_digits_videos), collator
 
 
 def _image_dataset(
@@ -373,22 +392,14 @@ def video_annotation_files(
     return [str(csv)] * len(d.dataset_fpcs or [d.num_frames])
 
 
-def _video_data(cfg: PretrainConfig, seed: int, moving_digits_videos: int) -> tuple[MapDataset, Collator]:
+def _clip_dataset(
+    cfg: PretrainConfig, seed: int, transform: Callable[[Any], object], moving_digits_videos: int
+) -> MapDataset:
+    """The config's training clips (``data.datasets``, or generated moving digits), each through ``transform``."""
     from jepa.video.datasets import VideoDataset
-    from jepa.video.masks import MultiblockMaskCollator3D
-    from jepa.video.transforms import VideoTrainTransform
 
-    d, aug = cfg.data, cfg.data_aug
-    transform = VideoTrainTransform(
-        crop_size=d.crop_size,
-        random_resize_scale=aug.random_resize_scale,
-        random_resize_aspect_ratio=aug.random_resize_aspect_ratio,
-        horizontal_flip=True,
-        motion_shift=aug.motion_shift,
-        auto_augment=aug.auto_augment,
-        reprob=aug.reprob,
-    )
-    dataset = VideoDataset(
+    d = cfg.data
+    return VideoDataset(
         video_annotation_files(cfg, moving_digits_videos=moving_digits_videos),
         datasets_weights=d.datasets_weights,
         frames_per_clip=d.num_frames,
@@ -405,6 +416,23 @@ def _video_data(cfg: PretrainConfig, seed: int, moving_digits_videos: int) -> tu
         on_error="random",  # a random stand-in, not the neighbour, which would get double weight
         max_bad_fraction=d.max_bad_fraction,
     )
+
+
+def _video_data(cfg: PretrainConfig, seed: int, moving_digits_videos: int) -> tuple[MapDataset, Collator]:
+    from jepa.video.masks import MultiblockMaskCollator3D
+    from jepa.video.transforms import VideoTrainTransform
+
+    d, aug = cfg.data, cfg.data_aug
+    transform = VideoTrainTransform(
+        crop_size=d.crop_size,
+        random_resize_scale=aug.random_resize_scale,
+        random_resize_aspect_ratio=aug.random_resize_aspect_ratio,
+        horizontal_flip=True,
+        motion_shift=aug.motion_shift,
+        auto_augment=aug.auto_augment,
+        reprob=aug.reprob,
+    )
+    dataset = _clip_dataset(cfg, seed, transform, moving_digits_videos)
     assert isinstance(cfg.mask, list)  # a vjepa config holds a list of mask configs (PretrainConfig checks it)
     grid = dict(crop_size=d.crop_size, patch_size=d.patch_size, tubelet_size=d.tubelet_size, seed=seed)
     if len(d.clip_lengths) > 1:

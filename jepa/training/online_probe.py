@@ -38,7 +38,7 @@ class ProbeSplits:
 def probe_splits(cfg: PretrainConfig) -> ProbeSplits | None:
     """The labelled splits the online probe reads, or None (with the reason logged) when there is no held-out one."""
     d = cfg.data
-    if not cfg.is_video:
+    if not cfg.video_data:
         from jepa.image.datasets import make_image_dataset
         from jepa.image.transforms import make_eval_transforms
 
