@@ -850,7 +850,8 @@ def _modules_from_checkpoint(
 
         spec = model_spec_from_config_dict(state["config"])
         encoder = load_encoder(state, which=which, spec=spec.encoder)
-        if spec.encoder.use_rope and spec.encoder.is_video:
+        # (app lejepa's predictor entry is its projector head: no predictor to convert)
+        if spec.encoder.use_rope and spec.encoder.is_video and state["config"].get("app") != "lejepa":
             predictor = load_predictor(state, spec=spec)
     else:
         encoder = load_encoder(state, which=which)

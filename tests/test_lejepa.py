@@ -314,7 +314,7 @@ def test_config_errors(tmp_path, override, message):
 
 
 def test_one_view_is_an_error_and_keys_of_other_objectives_warn(tmp_path, caplog):
-    with pytest.raises(ConfigError, match="one view per image"):
+    with pytest.raises(ConfigError, match="one view per sample"):
         tiny_config(tmp_path / "run", "lejepa.global_views=1", "lejepa.local_views=0")
     with caplog.at_level(logging.WARNING):
         tiny_config(tmp_path / "run", "mask.num_pred_masks=3", "optimization.ema=[0.99,1.0]", "loss.target=online")
@@ -385,8 +385,46 @@ def test_clip_config_builds_a_video_encoder_and_checks_its_keys(tmp_path, caplog
         )
     assert "'data.use_color_distortion' is set but not used" in caplog.text
     assert "'data_aug.random_resize_scale' is set but not used" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the clip views' crop keys are read
+        tiny_config(tmp_path / "run", *TINY_CLIPS, "data.crop_scale=[0.5,1.0]", "data.use_horizontal_flip=true")
+    assert "crop_scale" not in caplog.text and "use_horizontal_flip" not in caplog.text
+    # One length given per entry, the same length: the stored config still gives this run's spec (one mask token).
+    same_length = tiny_config(tmp_path / "run", *TINY_CLIPS, f"data.dataset_fpcs=[{CLIP_FRAMES},{CLIP_FRAMES}]")
+    assert model_spec_from_config_dict(to_dict(same_length)) == same_length.model_spec()
     with pytest.raises(ConfigError, match="num_frames 5 is not a multiple of tubelet_size 2"):
         tiny_config(tmp_path / "run", *TINY_CLIPS, "data.num_frames=5")
+    with pytest.raises(
+        ConfigError, match="data.dataset_fpcs: got \\[2, 4\\], but app lejepa takes one clip of one length"
+    ):
+        tiny_config(tmp_path / "run", *TINY_CLIPS, "data.dataset_fpcs=[2,4]")
+    with pytest.raises(ConfigError, match="data.num_clips: got 2"):
+        tiny_config(tmp_path / "run", *TINY_CLIPS, "data.num_clips=2")
+    with pytest.raises(ConfigError, match="set data.dataset_type: VideoDataset or remove data.datasets"):
+        tiny_config(tmp_path / "run", "data.datasets=[clips.csv]")
+
+
+def test_clip_data_wires_the_crop_keys_and_the_checks_and_probe_read_clips(tmp_path, monkeypatch):
+    from jepa.config.checks import check_paths
+    from jepa.training.builders import build_dataset_and_collator
+    from jepa.training.online_probe import probe_splits
+    from jepa.video.datasets import VideoDataset
+
+    cfg = tiny_config(tmp_path / "run", *TINY_CLIPS, f"data.root_path={tmp_path / 'digits'}",
+                      "data.crop_scale=[0.6,0.9]", "lejepa.local_crop_scale=[0.1,0.2]")  # fmt: skip
+    dataset, collator = build_dataset_and_collator(cfg, 0, moving_digits_videos=8)
+    transform = dataset.transform
+    assert (transform.global_crop.scale, transform.local_crop.scale) == ([0.6, 0.9], [0.1, 0.2])
+    assert (transform.global_crop.crop_size, transform.local_crop.crop_size) == (32, 16)
+    assert collator.tokens == [2 * 4 * 4, 2 * 2 * 2]  # 2 tubelets in time x (32 / 8)^2 and (16 / 8)^2 patches
+    (global_views, local_views), _label = dataset.load(0)
+    assert global_views.shape == (2, 3, CLIP_FRAMES, 32, 32) and local_views.shape == (2, 3, CLIP_FRAMES, 16, 16)
+    splits = probe_splits(cfg)  # the online probe reads the generated clips' labelled val split
+    assert splits is not None and isinstance(splits.val, VideoDataset)
+    missing = tiny_config(tmp_path / "run", *TINY_CLIPS[1:], "data.dataset_type=VideoDataset",
+                          f"data.datasets=[{tmp_path / 'absent.csv'}]")  # fmt: skip
+    with pytest.raises(ConfigError, match="absent.csv"):
+        check_paths(missing)
 
 
 def test_clip_run_trains_on_video_and_its_checkpoint_loads_as_a_video_encoder(tmp_path, monkeypatch):

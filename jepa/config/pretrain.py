@@ -795,7 +795,8 @@ def model_spec_from_config_dict(config: Mapping[str, Any]) -> ModelSpec:
     mask = config.get("mask")
     app = config.get("app", "vjepa")
     video = reads_clips(app, data.dataset_type)
-    tokens = mask_token_count(len(mask) if isinstance(mask, list) else 1, data.dataset_fpcs if video else None)
+    # Mask tokens come with the masks: one per mask config (and dataset_fpcs entry); app lejepa has none (one unused).
+    tokens = mask_token_count(len(mask), data.dataset_fpcs) if isinstance(mask, list) else 1
     model = section(ModelConfig, "model")
     if app != "vjepa_2_1":
         return pretrain_model_spec(video, data, model, meta.use_sdpa, tokens)
@@ -810,8 +811,8 @@ class LeJEPAConfig:
     """LeJEPA's multi-view recipe (``app: lejepa``, :mod:`jepa.training.lejepa`): the views of each image (or clip) and
     the projector head. The global views are ``data.crop_size`` crops of area ``data.crop_scale``, the local ones
     ``local_crop_size`` crops of area ``local_crop_scale`` (the paper: 2 x 224 px at 0.3-1 and 6 x 98 px at
-    0.05-0.3); a clip's view is one crop box for all its frames, with ``data_aug``'s aspect ratios, motion shift,
-    RandAugment and erasing; the loss's trade-off is ``loss.lejepa_lambda``."""
+    0.05-0.3); a clip's view is one crop box for all its frames (a moving one with ``data_aug.motion_shift``), with
+    ``data_aug``'s aspect ratios, RandAugment and erasing; the loss's trade-off is ``loss.lejepa_lambda``."""
 
     global_views: int = 2
     local_views: int = 6
@@ -832,7 +833,7 @@ class LeJEPAConfig:
                 self.projector_dims, "a list of widths >= 1 (hidden widths, then the output width)")  # fmt: skip
         if self.global_views == 1 and self.local_views == 0:
             raise ConfigError(
-                "global_views 1 and local_views 0: one view per image leaves nothing to predict; add views"
+                "global_views 1 and local_views 0: one view per sample leaves nothing to predict; add views"
             )
 
 
@@ -909,7 +910,7 @@ class PretrainConfig:
     def is_video(self) -> bool:
         """Masked video pretraining (``app: vjepa`` and ``vjepa_2_1``); the world model reads video too but has no
         masks."""
-        return self.app in VIDEO_APPS
+        return self.app in VIDEO_APPS  # app lejepa on clips: see video_data
 
     @property
     def video_data(self) -> bool:
@@ -1003,6 +1004,8 @@ class PretrainConfig:
         d = self.data
         if self.is_video and not isinstance(self.mask, list):
             raise ConfigError("mask: a V-JEPA config needs a list of mask configs")
+        if self.app == "lejepa" and isinstance(self.mask, list):
+            raise ConfigError("mask: app lejepa encodes whole views, without masks: remove the mask list")
         if not self.is_video and isinstance(self.mask, list):
             raise ConfigError("mask: an I-JEPA config needs one mask mapping (num_pred_masks, ...), not a list")
         if self.is_video and not self.mask:
@@ -1171,6 +1174,12 @@ class PretrainConfig:
                 warn_unused("loss.lejepa_lambda", f"only app lejepa reads it, this is app {self.app}")
             return
         d = self.data
+        if self.video_data and (len(d.clip_lengths) > 1 or d.num_clips != 1):
+            key = "dataset_fpcs" if len(d.clip_lengths) > 1 else "num_clips"
+            raise ConfigError(
+                f"data.{key}: got {getattr(d, key)!r}, but app lejepa takes one clip of one length per sample (its "
+                "views are crops of that clip): remove data.dataset_fpcs, and set data.num_clips: 1"
+            )
         if lj.local_crop_size % d.patch_size or lj.local_crop_size > d.crop_size:
             raise ConfigError(
                 f"lejepa.local_crop_size: got {lj.local_crop_size}, expected a multiple of data.patch_size "
@@ -1231,15 +1240,18 @@ class PretrainConfig:
                     )
         else:
             if d.datasets or d.datasets_weights is not None:
+                fix = "set data.dataset_type: VideoDataset" if self.app == "lejepa" else "set app: vjepa"
                 raise ConfigError(
                     f"data.datasets lists video annotation CSVs, but app {self.app} reads images "
-                    f"(dataset_type {d.dataset_type}): set app: vjepa or remove data.datasets"
+                    f"(dataset_type {d.dataset_type}): {fix} or remove data.datasets"
                 )
             if kind in BUILTIN_IMAGES:
                 refuse_folder_keys("data.", changed, "dataset_type", d.dataset_type, "train")
             elif d.root_path is None:
                 raise ConfigError(f"data.root_path: required for dataset_type {d.dataset_type} (the image folder)")
             reason = f"a video key; app {self.app} trains on single images"
+            if self.app == "lejepa":
+                reason = f"a video key; dataset_type {d.dataset_type} holds images (app lejepa's clips: VideoDataset)"
             video_keys = ("num_frames", "tubelet_size", "sampling_rate", "fps", "num_clips", "clip_duration",
                           "dataset_fpcs", "filter_short_videos", "decoder")  # fmt: skip
             unused = dict.fromkeys(video_keys, reason)

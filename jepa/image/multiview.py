@@ -4,9 +4,10 @@ or of a clip.
 A sample becomes ``(views, label, index)`` with ``views`` a tuple of ``[V, C, S, S]`` global crops (``S`` the
 config's ``data.crop_size``, area scale ``data.crop_scale``) and, when ``L > 0``, ``[L, C, s, s]`` local crops
 (``lejepa.local_crop_size``, ``lejepa.local_crop_scale``); for a clip each view is ``[C, T, S, S]``, one crop box
-for all its frames (:class:`jepa.video.transforms.VideoTrainTransform`), so the views of a clip differ in where they
-look and how large, never in time. Both kinds share every other augmentation (flip, colour, blur), as the paper does;
-only the crop differs. The randomness is torch's global generator, which :class:`jepa.data.sampling.SeededDataset`
+for all its frames (:class:`jepa.video.transforms.VideoTrainTransform`; a moving box with ``data_aug.motion_shift``),
+so the views of a clip differ in where they look and how large, never in time. Both kinds share every other
+augmentation (images: flip, colour, blur; clips: flip, RandAugment, erasing), as the paper does; only the crop
+differs. The randomness is torch's global generator, which :class:`jepa.data.sampling.SeededDataset`
 seeds per sample, so a sample's views are a function of ``(index, seed)``.
 
 The collator is a :class:`~jepa.masks.collate.MaskCollator` whose "masks" keep every token of a view (one

@@ -1,7 +1,7 @@
 """LeJEPA's multi-view objective (Balestriero & LeCun, arXiv 2511.08544) with the surface the trainer uses.
 
-Per image, ``V`` global and ``L`` local views (:mod:`jepa.image.multiview`). The encoder embeds every view (its
-tokens mean-pooled: our ViT has no class token), a projector head maps the embeddings to ``z``, and
+Per image (or clip), ``V`` global and ``L`` local views (:mod:`jepa.image.multiview`). The encoder embeds every view
+(its tokens mean-pooled: our ViT has no class token), a projector head maps the embeddings to ``z``, and
 
     loss = (1 - lambda) * mean_{v, b} |z_{v, b} - c_b|^2 / K  +  lambda * mean_v SIGReg(z_v)
 
@@ -108,8 +108,9 @@ class LeJEPA(nn.Module):
 
         Args:
             x: the global views' group, then (when ``L > 0``) the local views' group (:func:`multiview_groups`):
-                views ``[V * B, C, S, S]`` view-major, each with one mask set whose context masks are the tokens the
-                encoder sees of each view (all of them, from :class:`jepa.image.multiview.MultiViewCollator`).
+                views ``[V * B, C, S, S]`` (clips ``[V * B, C, T, S, S]``) view-major, each with one mask set whose
+                context masks are the tokens the encoder sees of each view (all of them, from
+                :class:`jepa.image.multiview.MultiViewCollator`).
             step: the global step (seeds SIGReg's directions, identical on every rank).
 
         Returns:
@@ -158,9 +159,10 @@ class LeJEPA(nn.Module):
 
 def multiview_groups(batch: Any, device: torch.device | str = "cpu") -> list[ClipGroup]:
     """A :class:`jepa.image.multiview.MultiViewCollator` batch ``((views, labels, seeds), masks_enc, masks_pred)``
-    as one :class:`ClipGroup` per view kind, on ``device``: views ``[B, V, C, S, S]`` become ``[V * B, C, S, S]``
-    view-major (view ``v`` of sample ``b`` at row ``v * B + b``), with one mask set of the kind's masks repeated per
-    view (``[V * B, N]``) and mask token index 0 (no predictor uses it)."""
+    as one :class:`ClipGroup` per view kind, on ``device``: views ``[B, V, C, ...]`` (images ``[.., S, S]``, clips
+    ``[.., T, S, S]``) become ``[V * B, C, ...]`` view-major (view ``v`` of sample ``b`` at row ``v * B + b``), with
+    one mask set of the kind's masks repeated per view (``[V * B, N]``) and mask token index 0 (no predictor uses
+    it)."""
     (views, _labels, _seeds), masks_enc, masks_pred = batch
     if not len(views) == len(masks_enc) == len(masks_pred):
         raise ValueError(f"{len(views)} view kinds but {len(masks_enc)} / {len(masks_pred)} masks")
