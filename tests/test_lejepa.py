@@ -449,3 +449,4 @@ def test_shipped_clip_recipe_validates():
     assert cfg.app == "lejepa" and cfg.video_data and cfg.model.size == {"embed_dim": 96, "depth": 4, "num_heads": 4}
     assert cfg.optimization.epochs * (cfg.optimization.ipe or 0) == 600 and cfg.meta.dtype == "float32"
     assert not cfg.data.use_horizontal_flip  # one flip per view would swap a clip's left and right motion
+    assert cfg.loss.lejepa_lambda == 0.2  # the trade-off measured best on moving digits and shape clips (README)
