@@ -21,7 +21,8 @@ from jepa.config.pretrain import load_pretrain_config, model_spec_from_config_di
 from jepa.config.strict import to_dict
 from jepa.data.sampling import SeededDataset
 from jepa.data.transforms import IMAGENET_NORMALIZATION
-from jepa.image.multiview import MultiViewCollator, MultiViewTransform, image_crops
+from jepa.image.multiview import MultiViewCollator, MultiViewTransform
+from jepa.image.transforms import make_pretrain_transforms
 from jepa.training.lejepa import LeJEPA, Projector, multiview_groups
 from jepa.training.sigreg import SIGReg
 from tests.conftest import EMBED_DIM, PATCH, make_encoder
@@ -61,8 +62,10 @@ def use_small_data(monkeypatch) -> None:
 
 
 # -- views ------------------------------------------------------------------------------------------------------------
-def image_views(*, global_views: int, local_views: int, **crops) -> MultiViewTransform:
-    return MultiViewTransform(*image_crops(**crops), global_views=global_views, local_views=local_views)
+def image_views(*, global_views, local_views, crop_size, crop_scale, local_crop_size, local_crop_scale):
+    global_crop = make_pretrain_transforms(crop_size=crop_size, crop_scale=crop_scale)
+    local_crop = make_pretrain_transforms(crop_size=local_crop_size, crop_scale=local_crop_scale)
+    return MultiViewTransform(global_crop, local_crop, global_views=global_views, local_views=local_views)
 
 
 def coordinate_image(size: int = 240) -> Image.Image:

@@ -20,9 +20,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision.transforms import v2
 
-from jepa.image.transforms import make_pretrain_transforms
 from jepa.masks.collate import MaskCollator
 
 
@@ -30,8 +28,9 @@ class MultiViewTransform:
     """A sample (PIL image or uint8 clip) -> ``(global [V, ...],)`` or ``(global, local [L, ...])`` float tensors.
 
     Args:
-        global_crop, local_crop: one random view of a sample each call (:func:`image_crops` for images,
-            :func:`jepa.video.transforms.VideoTrainTransform` instances for clips).
+        global_crop, local_crop: one random view of a sample each call (the pretraining crop of its modality:
+            :func:`jepa.image.transforms.make_pretrain_transforms` for images,
+            :class:`jepa.video.transforms.VideoTrainTransform` for clips).
         global_views, local_views: ``V >= 1`` and ``L >= 0`` crops per sample.
     """
 
@@ -49,34 +48,6 @@ class MultiViewTransform:
         if self.local_views:
             views.append(torch.stack([self.local_crop(sample) for _ in range(self.local_views)]))
         return tuple(views)
-
-
-def image_crops(
-    *,
-    crop_size: int,
-    crop_scale: tuple[float, float],
-    local_crop_size: int,
-    local_crop_scale: tuple[float, float],
-    horizontal_flip: bool = False,
-    color_distortion: bool = False,
-    color_jitter: float = 0.0,
-    gaussian_blur: bool = False,
-) -> tuple[v2.Compose, v2.Compose]:
-    """The global and local crops of a PIL image: random resized crops of side ``crop_size`` / ``local_crop_size``
-    and area ``crop_scale`` / ``local_crop_scale``, each then flipped, colour-jittered and blurred as
-    :func:`jepa.image.transforms.make_pretrain_transforms` does."""
-
-    def crop(size: int, scale: tuple[float, float]) -> v2.Compose:
-        return make_pretrain_transforms(
-            crop_size=size,
-            crop_scale=scale,
-            horizontal_flip=horizontal_flip,
-            color_distortion=color_distortion,
-            color_jitter=color_jitter,
-            gaussian_blur=gaussian_blur,
-        )
-
-    return crop(crop_size, crop_scale), crop(local_crop_size, local_crop_scale)
 
 
 class MultiViewCollator(MaskCollator):

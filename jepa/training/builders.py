@@ -238,17 +238,9 @@ def build_dataset_and_collator(
 
 def _image_data(cfg: PretrainConfig, seed: int) -> tuple[MapDataset, MaskCollator]:
     from jepa.image.masks import MultiblockMaskCollator2D
-    from jepa.image.transforms import make_pretrain_transforms
 
     d = cfg.data
-    transform = make_pretrain_transforms(
-        crop_size=d.crop_size,
-        crop_scale=d.crop_scale,
-        horizontal_flip=d.use_horizontal_flip,
-        color_distortion=d.use_color_distortion,
-        color_jitter=d.color_jitter_strength,
-        gaussian_blur=d.use_gaussian_blur,
-    )
+    transform = _image_crop(cfg, d.crop_size, d.crop_scale)
     assert isinstance(cfg.mask, ImageMaskConfig)  # an ijepa config holds one mask mapping (PretrainConfig checks it)
     collator = MultiblockMaskCollator2D(cfg.mask, input_size=d.crop_size, patch_size=d.patch_size, seed=seed)
     return _image_dataset(cfg, seed, transform), collator
@@ -307,41 +299,55 @@ def build_image_data(cfg: PretrainConfig, seed: int, mask_seed: int | None = Non
 
 def _multiview_data(cfg: PretrainConfig, seed: int, moving_digits_videos: int) -> tuple[MapDataset, MaskCollator]:
     """App lejepa: each image, or each clip of a video data set (:attr:`PretrainConfig.video_data`), as its global
-    and local views (:mod:`jepa.image.multiview`)."""
-    from jepa.image.multiview import MultiViewCollator, MultiViewTransform, image_crops
+    and local views (:mod:`jepa.image.multiview`): the pretraining crop of its modality at two sizes and scales."""
+    from jepa.image.multiview import MultiViewCollator, MultiViewTransform
 
-    d, lj = cfg.data, cfg.lejepa
+    d, lj, video = cfg.data, cfg.lejepa, cfg.video_data
+
+    def crop(size: int, scale: tuple[float, float]) -> Callable[[Any], Any]:
+        return _clip_crop(cfg, size, scale, d.use_horizontal_flip) if video else _image_crop(cfg, size, scale)
+
+    transform = MultiViewTransform(crop(d.crop_size, d.crop_scale), crop(lj.local_crop_size, lj.local_crop_scale),
+                                   global_views=lj.global_views, local_views=lj.local_views)  # fmt: skip
     sizes = [d.crop_size] + ([lj.local_crop_size] if lj.local_views else [])
-    if not cfg.video_data:
-        crops = image_crops(
-            crop_size=d.crop_size,
-            crop_scale=d.crop_scale,
-            local_crop_size=lj.local_crop_size,
-            local_crop_scale=lj.local_crop_scale,
-            horizontal_flip=d.use_horizontal_flip,
-            color_distortion=d.use_color_distortion,
-            color_jitter=d.color_jitter_strength,
-            gaussian_blur=d.use_gaussian_blur,
-        )
-        transform = MultiViewTransform(*crops, global_views=lj.global_views, local_views=lj.local_views)
-        return _image_dataset(cfg, seed, transform), MultiViewCollator(sizes, d.patch_size, seed=seed)
+    collator = MultiViewCollator(sizes, d.patch_size, seed=seed, num_frames=d.num_frames if video else 1,
+                                 tubelet_size=d.tubelet_size)  # fmt: skip
+    if video:
+        return _clip_dataset(cfg, seed, transform, moving_digits_videos), collator
+    return _image_dataset(cfg, seed, transform), collator
+
+
+def _image_crop(cfg: PretrainConfig, size: int, scale: tuple[float, float]) -> Any:
+    """The image pretraining crop: a random resized crop of side ``size`` and area ``scale``, with ``data``'s flip,
+    colour and blur switches."""
+    from jepa.image.transforms import make_pretrain_transforms
+
+    d = cfg.data
+    return make_pretrain_transforms(
+        crop_size=size,
+        crop_scale=scale,
+        horizontal_flip=d.use_horizontal_flip,
+        color_distortion=d.use_color_distortion,
+        color_jitter=d.color_jitter_strength,
+        gaussian_blur=d.use_gaussian_blur,
+    )
+
+
+def _clip_crop(cfg: PretrainConfig, size: int, scale: tuple[float, float], horizontal_flip: bool) -> Any:
+    """The clip pretraining crop (:class:`jepa.video.transforms.VideoTrainTransform`): one box of side ``size`` and
+    area ``scale`` for the clip, with ``data_aug``'s aspect ratios, motion shift, RandAugment and erasing."""
     from jepa.video.transforms import VideoTrainTransform
 
     aug = cfg.data_aug
-
-    def clip_crop(size: int, scale: tuple[float, float]) -> VideoTrainTransform:
-        return VideoTrainTransform(
-            crop_size=size, random_resize_scale=scale, random_resize_aspect_ratio=aug.random_resize_aspect_ratio,
-            horizontal_flip=d.use_horizontal_flip, motion_shift=aug.motion_shift, auto_augment=aug.auto_augment,
-            reprob=aug.reprob,
-        )  # fmt: skip
-
-    transform = MultiViewTransform(
-        clip_crop(d.crop_size, d.crop_scale), clip_crop(lj.local_crop_size, lj.local_crop_scale),
-        global_views=lj.global_views, local_views=lj.local_views,
-    )  # fmt: skip
-    collator = MultiViewCollator(sizes, d.patch_size, seed=seed, num_frames=d.num_frames, tubelet_size=d.tubelet_size)
-    return _clip_dataset(cfg, seed, transform, moving_digits_videos), collator
+    return VideoTrainTransform(
+        crop_size=size,
+        random_resize_scale=scale,
+        random_resize_aspect_ratio=aug.random_resize_aspect_ratio,
+        horizontal_flip=horizontal_flip,
+        motion_shift=aug.motion_shift,
+        auto_augment=aug.auto_augment,
+        reprob=aug.reprob,
+    )
 
 
 def _image_dataset(
@@ -420,18 +426,9 @@ def _clip_dataset(
 
 def _video_data(cfg: PretrainConfig, seed: int, moving_digits_videos: int) -> tuple[MapDataset, Collator]:
     from jepa.video.masks import MultiblockMaskCollator3D
-    from jepa.video.transforms import VideoTrainTransform
 
-    d, aug = cfg.data, cfg.data_aug
-    transform = VideoTrainTransform(
-        crop_size=d.crop_size,
-        random_resize_scale=aug.random_resize_scale,
-        random_resize_aspect_ratio=aug.random_resize_aspect_ratio,
-        horizontal_flip=True,
-        motion_shift=aug.motion_shift,
-        auto_augment=aug.auto_augment,
-        reprob=aug.reprob,
-    )
+    d = cfg.data
+    transform = _clip_crop(cfg, d.crop_size, cfg.data_aug.random_resize_scale, horizontal_flip=True)
     dataset = _clip_dataset(cfg, seed, transform, moving_digits_videos)
     assert isinstance(cfg.mask, list)  # a vjepa config holds a list of mask configs (PretrainConfig checks it)
     grid = dict(crop_size=d.crop_size, patch_size=d.patch_size, tubelet_size=d.tubelet_size, seed=seed)
