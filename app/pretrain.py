@@ -242,7 +242,8 @@ class Pretrainer:
                 sigreg_weight=loss.sigreg_weight, sigreg_on=loss.sigreg_on, sigreg_directions=loss.sigreg_directions,
                 target=loss.target, seed=cfg.meta.seed, teacher=teacher, **builders.jepa_objective_kwargs(cfg),
             ).to(self.device)  # fmt: skip
-        self._warned_rank = False
+        self._warned_rank = self._warned_drop = False
+        self._first_rank: tuple[int, float] | None = None  # (step, effective rank) of the first logged step
         # meta.eval_freq: the online k-NN probe, on rank 0 (None: off, or no labelled held-out split).
         # Sharded, the target encoder's forward is a collective: every rank scores (rank 0 logs).
         probing = (self.rank == 0 or cfg.meta.sharding == "fsdp") and not cfg.is_world_model
@@ -773,19 +774,34 @@ class Pretrainer:
             csv.log(epoch=epoch, step=self.step, **scores)
 
     def _warn_dimensional_collapse(self, stats: dict[str, float]) -> None:
-        """Once per run: the pooled target features span less than ``meta.collapse_warn_rank`` of the width (what
-        a healthy ``feat_std`` hides; the issue-14 runs sat at 4% while their probes learnt nothing)."""
-        fraction = self.cfg.meta.collapse_warn_rank
-        if self._warned_rank or fraction <= 0 or stats["eff_rank_rel"] >= fraction:
+        """Once per run each: the pooled target features span less than ``meta.collapse_warn_rank`` of the width (what
+        a healthy ``feat_std`` hides; the issue-14 runs sat at 4% while their probes learnt nothing), and their
+        effective rank fell below ``meta.collapse_warn_drop`` of its first logged value (a collapse training causes,
+        which the first warning cannot tell from features that were low-rank at random init)."""
+        meta = self.cfg.meta
+        advice = ("a larger loss.lejepa_lambda" if self.cfg.app == "lejepa"
+                  else "loss.sigreg_weight > 0 (SIGReg) or a longer warmup / smaller lr")  # fmt: skip
+        fraction = meta.collapse_warn_rank
+        if not self._warned_rank and fraction > 0 and stats["eff_rank_rel"] < fraction:
+            self._warned_rank = True
+            logger.warning(
+                "step %d: dimensional collapse: the effective rank of the pooled target features is %.1f, %.1f%% of "
+                "the width (below meta.collapse_warn_rank = %.0f%%; batch of %d); feat_std %.3f. Consider %s",
+                self.step, stats["eff_rank"], 100 * stats["eff_rank_rel"], 100 * fraction,
+                self.global_batch, stats["feat_std"], advice,
+            )  # fmt: skip
+        if self._first_rank is None:
+            self._first_rank = (self.step, stats["eff_rank"])
             return
-        self._warned_rank = True
+        first_step, first = self._first_rank
+        drop = meta.collapse_warn_drop
+        if self._warned_drop or drop <= 0 or stats["eff_rank"] >= drop * first:
+            return
+        self._warned_drop = True
         logger.warning(
-            "step %d: dimensional collapse: the effective rank of the pooled target features is %.1f, %.1f%% of "
-            "the width (below meta.collapse_warn_rank = %.0f%%; batch of %d); feat_std %.3f. Consider %s",
-            self.step, stats["eff_rank"], 100 * stats["eff_rank_rel"], 100 * fraction,
-            self.global_batch, stats["feat_std"],
-            "a larger loss.lejepa_lambda" if self.cfg.app == "lejepa"
-            else "loss.sigreg_weight > 0 (SIGReg) or a longer warmup / smaller lr",
+            "step %d: dimensional collapse during training: the effective rank of the pooled target features fell "
+            "to %.1f from %.1f at step %d (below meta.collapse_warn_drop = %.0f%% of it); feat_std %.3f. Consider %s",
+            self.step, stats["eff_rank"], first, first_step, 100 * drop, stats["feat_std"], advice,
         )  # fmt: skip
 
     def _write_params(self, resumed: bool) -> None:

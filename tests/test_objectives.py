@@ -125,6 +125,35 @@ def test_dimensional_collapse_is_warned_once_with_its_step(tmp_path, monkeypatch
     assert {"eff_rank_rel", "sigreg", "pos_share", "loss_sigreg"} <= set(header)
 
 
+@pytest.mark.parametrize("ranks, warned_at", [([8.0, 6.0, 3.9, 2.0, 1.0], 3), ([2.0, 3.0, 4.0, 5.0, 6.0], None)])
+def test_a_rank_drop_during_training_is_warned_once(tmp_path, monkeypatch, caplog, ranks, warned_at):
+    """meta.collapse_warn_drop compares each logged effective rank with the first one: a fall below half of it is
+    warned once with its step, a rank that grows from a low start (tiny video ViTs at init) never."""
+    import app.pretrain as pretrain
+
+    use_small_data(monkeypatch)
+    seen = iter(ranks)
+
+    def stats(pooled):
+        out = collapse_stats(pooled)
+        rank = next(seen)
+        return {**out, "eff_rank": rank, "eff_rank_rel": rank / pooled.shape[1]}
+
+    monkeypatch.setattr(pretrain, "collapse_stats", stats)
+    cfg = tiny_config(tmp_path / "run", "optimization.epochs=1", "optimization.ipe=5", "meta.log_freq=1",
+                      "meta.collapse_warn_rank=0")  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="app.pretrain"):
+        Pretrainer(cfg).train()
+    messages = [r.getMessage() for r in caplog.records if "collapse during training" in r.getMessage()]
+    if warned_at is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1
+        assert messages[0].startswith(f"step {warned_at}:") and "to 3.9 from 8.0 at step 1" in messages[0]
+    with pytest.raises(ConfigError, match="collapse_warn_drop"):
+        tiny_config(tmp_path / "bad", "meta.collapse_warn_drop=1")
+
+
 def test_knn_accuracy_on_a_hand_made_example():
     from jepa.training.online_probe import knn_accuracy
 

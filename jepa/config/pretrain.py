@@ -584,6 +584,10 @@ class MetaConfig:
     # Warn (once, with the step) when the effective rank of the pooled target features falls below this share of
     # the width: dimensional collapse, which feat_std does not show. 0 disables the warning.
     collapse_warn_rank: float = 0.25
+    # Warn (once, with the step) when that effective rank falls below this share of its first logged value (the
+    # rank of the target encoder as the run (re)started): a collapse that training causes, also where random-init
+    # features already sit below collapse_warn_rank (tiny video ViTs start near 3% of the width). 0 disables it.
+    collapse_warn_drop: float = 0.5
     copy_data: bool = ignored(False, "data is read in place")
     # Continue pretraining from released weights or another run's (encoder, predictor, target encoder) with a fresh
     # optimizer, schedules from step 0 and this run's own folder (jepa.training.warm_start).
@@ -609,6 +613,8 @@ class MetaConfig:
                 "null (no online probe) or epochs >= 1")  # fmt: skip
         require(0 <= self.collapse_warn_rank < 1, "collapse_warn_rank", self.collapse_warn_rank,
                 "a share of the width in [0, 1) (0: no warning)")  # fmt: skip
+        require(0 <= self.collapse_warn_drop < 1, "collapse_warn_drop", self.collapse_warn_drop,
+                "a share of the first logged effective rank in [0, 1) (0: no warning)")  # fmt: skip
         require(self.read_checkpoint != "", "read_checkpoint", self.read_checkpoint, "null or a path")
 
 
