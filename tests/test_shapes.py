@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from jepa.data.shapes import SHAPES, _rng, make_shape_clips, make_shape_images, render_moving_shape, render_shape
+from jepa.data.shapes import (
+    SHAPES,
+    _rng,
+    make_shape_clips,
+    make_shape_images,
+    render_moving_shape,
+    render_shape,
+    shape_mask,
+)
 
 
 def test_images_are_deterministic_and_differ_across_splits_and_indices():
@@ -46,3 +54,35 @@ def test_clip_csvs_list_the_same_clips_with_both_labels(tmp_path):
 
     frames = make_decoder("pyav").read(shape[0][0], range(8))
     assert frames.shape[:3] == (8, 32, 32)
+
+
+def _two_levels(img: np.ndarray) -> bool:
+    """Nine pixels in ten within 4 noise sigmas (0.03 of 255) of the median of their half: one fill for the shape, one
+    for the background (the rest are the shape's anti-aliased edge)."""
+    x = img.astype(float).ravel()
+    mid = (x.min() + x.max()) / 2
+    lo, hi = np.median(x[x < mid]), np.median(x[x >= mid])
+    return bool((np.minimum(np.abs(x - lo), np.abs(x - hi)) <= 4 * 0.03 * 255).mean() >= 0.9)
+
+
+def test_flat_style_keeps_the_shape_and_motion_and_drops_the_textures():
+    for k in range(5):
+        flat = render_shape(k, 32, _rng(0, "train", k), "flat")
+        assert _two_levels(flat)
+        # Same shape, same place: the draws before the fills are the textured image's, so the shape's mask splits
+        # the flat image into its two levels.
+        rng = _rng(0, "train", k)
+        radius = rng.uniform(0.22, 0.38) * 32
+        center = (rng.uniform(radius * 0.9, 32 - radius * 0.9), rng.uniform(radius * 0.9, 32 - radius * 0.9))
+        mask = shape_mask(SHAPES[k], 32, radius, rng.uniform(0, 2 * np.pi), center)
+        inside, outside = flat[mask > 0.99].astype(float), flat[mask < 0.01].astype(float)
+        assert abs(inside.mean() - outside.mean()) > 20
+        assert inside.std() < 12 and outside.std() < 12  # the pixel noise alone: 0.03 of 255 is 7.7
+    assert not all(_two_levels(render_shape(k, 32, _rng(0, "train", k))) for k in range(5))
+    clip = render_moving_shape(7, 0, 16, 32, _rng(0, "train", 3), "flat").astype(float)
+    assert all(_two_levels(frame) for frame in clip)
+    moving = np.abs(clip - np.median(clip, axis=0)) > 30
+    first, last = (np.argwhere(moving[t]).mean(0) for t in (0, 15))
+    assert last[1] - first[1] > 4 and abs(last[0] - first[0]) < 2
+    with pytest.raises(ValueError, match="style"):
+        render_shape(0, 32, _rng(0, "train", 0), "noisy")  # type: ignore[arg-type]

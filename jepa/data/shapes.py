@@ -10,6 +10,11 @@ a download: numpy and PIL draw it, deterministically from a seed.
     python -m jepa.data.shapes clips --out data/shape_clips --train 2000 --val 500 --frames 16 --size 32
         # MP4 clips of a shape moving in one of 4 directions; {train,val}_shape.csv (appearance label) and
         # {train,val}_motion.csv (0 right, 1 left, 2 down, 3 up), the same clips in the same order
+    python -m jepa.data.shapes clips --out data/flat_clips --style flat   # the same clips with flat fills
+
+``--style flat`` draws the same shapes, positions and motions with flat fills instead of textures (one grey level
+for the shape, another for the background, plus the same pixel noise): an easier set of the same classes, to tell a
+recipe that does not learn from data that is hard for the ViT itself.
 
 Train and val use disjoint random streams (the split is part of the seed).
 """
@@ -23,6 +28,8 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+Style = Literal["textured", "flat"]
 
 SHAPES = ("circle", "ellipse", "triangle", "square", "pentagon", "star", "cross", "ring", "crescent", "arrow")
 _SPLIT_CODE = {"train": 0, "val": 1}
@@ -109,6 +116,16 @@ def texture(side: int, rng: np.random.Generator) -> np.ndarray:
     return t
 
 
+def _fill(side: int, rng: np.random.Generator, style: Style) -> np.ndarray:
+    """The texture of one surface: :func:`texture` when ``style`` is ``"textured"``, zeros (the low level of the
+    palette) when ``"flat"``."""
+    if style == "textured":
+        return texture(side, rng)
+    if style == "flat":
+        return np.zeros((side, side), dtype=np.float32)
+    raise ValueError(f"shapes style: expected 'textured' or 'flat', got {style!r}")
+
+
 def _palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Foreground and background texture levels ``(lo, hi)``: the shape lighter or darker than its background."""
     fg = np.sort(rng.uniform(0.0, 1.0, size=2))
@@ -120,13 +137,13 @@ def _palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return fg, bg
 
 
-def render_shape(label: int, side: int, rng: np.random.Generator) -> np.ndarray:
+def render_shape(label: int, side: int, rng: np.random.Generator, style: Style = "textured") -> np.ndarray:
     """One uint8 grey image ``[side, side]`` of shape class ``label``."""
     radius = rng.uniform(0.22, 0.38) * side
     margin = radius * 0.9
     center = (rng.uniform(margin, side - margin), rng.uniform(margin, side - margin))
     mask = shape_mask(SHAPES[label], side, radius, rng.uniform(0, 2 * math.pi), center)
-    return _compose(mask, texture(side, rng), texture(side, rng), *_palette(rng), rng)
+    return _compose(mask, _fill(side, rng, style), _fill(side, rng, style), *_palette(rng), rng)
 
 
 def _compose(mask, fg_tex, bg_tex, fg, bg, rng: np.random.Generator) -> np.ndarray:
@@ -140,7 +157,9 @@ def _rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, _SPLIT_CODE[split], index])
 
 
-def make_shape_images(out_dir: str | Path, *, num_train: int, num_val: int, size: int = 32, seed: int = 0) -> Path:
+def make_shape_images(
+    out_dir: str | Path, *, num_train: int, num_val: int, size: int = 32, seed: int = 0, style: Style = "textured",
+) -> Path:  # fmt: skip
     """Write ``out_dir/{train,val}/<class>/<k:06d>.png`` (balanced classes); returns ``out_dir``."""
     out = Path(out_dir)
     for split, count in (("train", num_train), ("val", num_val)):
@@ -148,14 +167,16 @@ def make_shape_images(out_dir: str | Path, *, num_train: int, num_val: int, size
             (out / split / name).mkdir(parents=True, exist_ok=True)
         for k in range(count):
             label = k % len(SHAPES)
-            img = render_shape(label, size, _rng(seed, split, k))
+            img = render_shape(label, size, _rng(seed, split, k), style)
             Image.fromarray(img, mode="L").save(out / split / SHAPES[label] / f"{k:06d}.png")
     (out / "manifest.json").write_text(json.dumps(dict(kind="images", train=num_train, val=num_val, size=size,
-                                                       seed=seed, classes=list(SHAPES))))  # fmt: skip
+                                                       seed=seed, style=style, classes=list(SHAPES))))  # fmt: skip
     return out
 
 
-def render_moving_shape(label: int, direction: int, frames: int, side: int, rng: np.random.Generator) -> np.ndarray:
+def render_moving_shape(
+    label: int, direction: int, frames: int, side: int, rng: np.random.Generator, style: Style = "textured",
+) -> np.ndarray:  # fmt: skip
     """uint8 grey frames ``[frames, side, side]``: a textured shape (its texture moves with it) travelling 25-50%
     of the canvas in ``direction`` over a static textured background."""
     radius = rng.uniform(0.2, 0.3) * side
@@ -170,8 +191,8 @@ def render_moving_shape(label: int, direction: int, frames: int, side: int, rng:
     x0, y0 = rng.uniform(lo_x, max(lo_x, hi_x)), rng.uniform(lo_y, max(lo_y, hi_y))
     rotation = rng.uniform(0, 2 * math.pi)
     pad = int(math.ceil(travel)) + 1
-    fg_tex_big = texture(side + 2 * pad, rng)
-    bg_tex = texture(side, rng)
+    fg_tex_big = _fill(side + 2 * pad, rng, style)
+    bg_tex = _fill(side, rng, style)
     fg, bg = _palette(rng)
     out = np.empty((frames, side, side), dtype=np.uint8)
     for t in range(frames):
@@ -185,7 +206,7 @@ def render_moving_shape(label: int, direction: int, frames: int, side: int, rng:
 
 def make_shape_clips(
     out_dir: str | Path, *, num_train: int, num_val: int, frames: int = 16, size: int = 32, seed: int = 0,
-    fps: int = 8, codec: Literal["libx264", "mpeg4"] = "libx264",
+    fps: int = 8, codec: Literal["libx264", "mpeg4"] = "libx264", style: Style = "textured",
 ) -> Path:  # fmt: skip
     """Write MP4 clips ``out_dir/<split>/<k:06d>.mp4`` and ``out_dir/<split>_{shape,motion}.csv`` (absolute paths,
     ``<path> <label>`` lines as the official annotation CSVs); shape and direction balanced and independent."""
@@ -197,14 +218,15 @@ def make_shape_clips(
         shape_rows, motion_rows = [], []
         for k in range(count):
             label, direction = k % len(SHAPES), (k // len(SHAPES)) % len(_UNIT_STEPS)
-            clip = render_moving_shape(label, direction, frames, size, _rng(seed, split, k))
+            clip = render_moving_shape(label, direction, frames, size, _rng(seed, split, k), style)
             path = out / split / f"{k:06d}.mp4"
             _write_mp4(path, clip, fps, codec)
             shape_rows.append(f"{path} {label}")
             motion_rows.append(f"{path} {direction}")
         (out / f"{split}_shape.csv").write_text("\n".join(shape_rows) + "\n")
         (out / f"{split}_motion.csv").write_text("\n".join(motion_rows) + "\n")
-    manifest = dict(kind="clips", train=num_train, val=num_val, frames=frames, size=size, seed=seed, fps=fps)
+    manifest = dict(kind="clips", train=num_train, val=num_val, frames=frames, size=size, seed=seed, fps=fps,
+                    style=style)  # fmt: skip
     (out / "manifest.json").write_text(json.dumps({**manifest, "classes": list(SHAPES)}))
     return out
 
@@ -218,12 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--style", choices=("textured", "flat"), default="textured")
     args = parser.parse_args(argv)
     if args.kind == "images":
-        make_shape_images(args.out, num_train=args.train, num_val=args.val, size=args.size, seed=args.seed)
+        make_shape_images(args.out, num_train=args.train, num_val=args.val, size=args.size, seed=args.seed,
+                          style=args.style)  # fmt: skip
     else:
         make_shape_clips(args.out, num_train=args.train, num_val=args.val, frames=args.frames, size=args.size,
-                         seed=args.seed)  # fmt: skip
+                         seed=args.seed, style=args.style)  # fmt: skip
     return 0
 
 
