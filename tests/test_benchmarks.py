@@ -215,3 +215,22 @@ def test_learning_check_pooled_pixels_shapes():
 
     assert learning_check.pooled_pixels(torch.rand(2, 3, 32, 32)).shape == (2, 3 * 16 * 16)
     assert learning_check.pooled_pixels(torch.rand(2, 3, 8, 32, 32)).shape == (2, 3 * 4 * 16 * 16)
+
+
+def test_learning_check_attentive_epochs_reach_the_probe(monkeypatch):
+    from benchmarks import learning_check
+
+    seen = {}
+
+    def fake_probe(*args, epochs, seed):
+        seen.update(epochs=epochs, seed=seed)
+        return 0.5
+
+    monkeypatch.setattr(learning_check, "attentive_probe", fake_probe)
+    split = learning_check.Split(torch.rand(4, 3, 8), torch.rand(4, 16), np.array([0, 1, 0, 1]))
+    assert learning_check.probe_all(["attentive"], split, split, 2, seed=3, attentive_epochs=7) == {"attentive": 0.5}
+    assert seen == {"epochs": 7, "seed": 3}
+    learning_check.probe_all(["attentive"], split, split, 2, seed=3)
+    assert seen["epochs"] == learning_check.ATTENTIVE_EPOCHS == 50
+    with pytest.raises(SystemExit, match="--attentive-epochs: got 0, expected at least 1"):
+        learning_check.main(["--fname", "configs/pretrain/tiny_ijepa_cpu.yaml", "--attentive-epochs", "0"])
