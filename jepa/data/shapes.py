@@ -13,8 +13,8 @@ a download: numpy and PIL draw it, deterministically from a seed.
     python -m jepa.data.shapes clips --out data/flat_clips --style flat   # the same clips with flat fills
 
 ``--style flat`` draws the same shapes, positions and motions with flat fills instead of textures (one grey level
-for the shape, another for the background, plus the same pixel noise): an easier set of the same classes, to tell a
-recipe that does not learn from data that is hard for the ViT itself.
+for the shape, another for the background, plus the same pixel noise): the same classes without textures, to check
+whether the textures are what a recipe fails on (for the tiny ViT's attentive probe they were not: README).
 
 Train and val use disjoint random streams (the split is part of the seed).
 """
