@@ -6,11 +6,11 @@ import pytest
 from jepa.data.shapes import (
     SHAPES,
     _rng,
+    image_shape_mask,
     make_shape_clips,
     make_shape_images,
     render_moving_shape,
     render_shape,
-    shape_mask,
 )
 
 
@@ -71,10 +71,7 @@ def test_flat_style_keeps_the_shape_and_motion_and_drops_the_textures():
         assert _two_levels(flat)
         # Same shape, same place: the draws before the fills are the textured image's, so the shape's mask splits
         # the flat image into its two levels.
-        rng = _rng(0, "train", k)
-        radius = rng.uniform(0.22, 0.38) * 32
-        center = (rng.uniform(radius * 0.9, 32 - radius * 0.9), rng.uniform(radius * 0.9, 32 - radius * 0.9))
-        mask = shape_mask(SHAPES[k], 32, radius, rng.uniform(0, 2 * np.pi), center)
+        mask = image_shape_mask(k, 32, _rng(0, "train", k))
         inside, outside = flat[mask > 0.99].astype(float), flat[mask < 0.01].astype(float)
         assert abs(inside.mean() - outside.mean()) > 20
         assert inside.std() < 12 and outside.std() < 12  # the pixel noise alone: 0.03 of 255 is 7.7

@@ -137,12 +137,18 @@ def _palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return fg, bg
 
 
-def render_shape(label: int, side: int, rng: np.random.Generator, style: Style = "textured") -> np.ndarray:
-    """One uint8 grey image ``[side, side]`` of shape class ``label``."""
+def image_shape_mask(label: int, side: int, rng: np.random.Generator) -> np.ndarray:
+    """The mask of one image's shape: its size, position and rotation, the first draws from the image's ``rng``
+    (before its fills, so both styles put the same shape in the same place)."""
     radius = rng.uniform(0.22, 0.38) * side
     margin = radius * 0.9
     center = (rng.uniform(margin, side - margin), rng.uniform(margin, side - margin))
-    mask = shape_mask(SHAPES[label], side, radius, rng.uniform(0, 2 * math.pi), center)
+    return shape_mask(SHAPES[label], side, radius, rng.uniform(0, 2 * math.pi), center)
+
+
+def render_shape(label: int, side: int, rng: np.random.Generator, style: Style = "textured") -> np.ndarray:
+    """One uint8 grey image ``[side, side]`` of shape class ``label``."""
+    mask = image_shape_mask(label, side, rng)
     return _compose(mask, _fill(side, rng, style), _fill(side, rng, style), *_palette(rng), rng)
 
 
